@@ -110,4 +110,42 @@ const char *sx_ggml_type_name(int type);
 int sx_ggml_block_size(int type);
 int sx_ggml_type_size(int type);
 
+/* --- writer -------------------------------------------------------------- */
+
+/* Builds a GGUF v3 file: metadata and tensor infos are collected first, then
+ * sx_gguf_writer_save() writes the header and asks a callback for each
+ * tensor's bytes in turn, so a large model never sits in memory whole. */
+typedef struct sx_gguf_writer sx_gguf_writer;
+
+/* Fills dst (nbytes, already zeroed) with tensor `index`'s data. Returns 0
+ * or a negative SX_E* code, which aborts the save. */
+typedef int (*sx_gguf_fill_fn)(void *ctx, int index, const sx_gguf_tensor *t,
+                               void *dst);
+
+sx_gguf_writer *sx_gguf_writer_new(void);
+void sx_gguf_writer_free(sx_gguf_writer *w);               /* accepts NULL */
+/* Each adder returns 0, SX_ENOMEM, or SX_EEXIST for a repeated key/name. */
+int sx_gguf_writer_u32(sx_gguf_writer *w, const char *key, uint32_t v);
+int sx_gguf_writer_f32(sx_gguf_writer *w, const char *key, float v);
+int sx_gguf_writer_bool(sx_gguf_writer *w, const char *key, bool v);
+int sx_gguf_writer_str(sx_gguf_writer *w, const char *key, const char *s,
+                       size_t len);
+/* Numeric array of n elements of elem_type, copied from data. */
+int sx_gguf_writer_arr(sx_gguf_writer *w, const char *key, int elem_type,
+                       const void *data, uint64_t n);
+/* A value copied verbatim from another file (see sx_gguf_kv_raw). */
+int sx_gguf_writer_raw(sx_gguf_writer *w, const char *key, int type,
+                       const void *raw, size_t size);
+/* Declares a tensor; its bytes come from the fill callback at save time.
+ * SX_EINVAL when ne[0] is not a multiple of the type's block size. */
+int sx_gguf_writer_tensor(sx_gguf_writer *w, const char *name, int type,
+                          int n_dims, const int64_t *ne);
+/* Writes the file (to a temporary name, renamed into place when complete). */
+int sx_gguf_writer_save(sx_gguf_writer *w, const char *path,
+                        sx_gguf_fill_fn fill, void *ctx, char *err,
+                        size_t errlen);
+/* Same into a malloc'ed buffer the caller frees. */
+int sx_gguf_writer_to_buffer(sx_gguf_writer *w, sx_gguf_fill_fn fill,
+                             void *ctx, void **buf, size_t *len);
+
 #endif

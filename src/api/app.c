@@ -1,0 +1,98 @@
+/* The application object (app.h): opens the store and the domain modules
+ * in order, registers every /v1 route, and closes them in reverse. The
+ * generated admin key is printed here, on stdout, and nowhere else. */
+#include "api/api.h"
+
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen)
+{
+    struct sx_tenancy_options topt = {0};
+    char admin_key[SX_API_KEY_MAX];
+    struct sx_app *app = calloc(1, sizeof(*app));
+    int pool = cfg->http_threads + 4;
+
+    if (!app) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+
+    /* 1. The store: one connection per HTTP worker plus a few for
+     * background work. */
+    app->store = sx_store_open(cfg->store_url, cfg->data_dir, pool > 64 ? 64 : pool, err,
+                               errlen);
+    if (!app->store)
+        goto fail;
+
+    /* 2. Tenancy: migrations, pepper, admin key. */
+    topt.data_dir = cfg->data_dir;
+    topt.pepper = getenv("SYNAPSEX_KEY_PEPPER");
+    topt.admin_key = getenv("SYNAPSEX_ADMIN_KEY");
+    app->tenancy = sx_tenancy_open(app->store, &topt, admin_key, err, errlen);
+    if (!app->tenancy)
+        goto fail;
+    if (admin_key[0]) {
+        printf("synapsex: generated the admin key; it is shown only this once, store it "
+               "now:\n%s\n", admin_key);
+        fflush(stdout);
+        explicit_bzero(admin_key, sizeof(admin_key));
+    }
+    SX_INFO("app", "store %s ready", sx_store_backend(app->store));
+    return app;
+
+fail:
+    sx_app_close(app);
+    return NULL;
+}
+
+int sx_app_register_routes(struct sx_app *app, sx_http_server *srv)
+{
+    int rc = sx_api_tenants_routes(app, srv);
+
+    if (rc == 0)
+        rc = sx_api_settings_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_keys_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_admin_routes(app, srv);
+    return rc;
+}
+
+int sx_app_ready(struct sx_app *app)
+{
+    return app && sx_store_ping(app->store) == 0;
+}
+
+int sx_app_is_admin(struct sx_app *app, sx_http_req *r)
+{
+    struct sx_principal p;
+    struct sx_refusal why;
+
+    return sx_auth_principal(app->tenancy, sx_http_header(r, "Authorization"), &p, &why) == 0 &&
+           p.kind == SX_KEY_ADMIN;
+}
+
+void sx_app_close(struct sx_app *app)
+{
+    if (!app)
+        return;
+    sx_tenancy_close(app->tenancy);
+    sx_store_close(app->store);
+    free(app);
+}
+
+struct sx_tenancy *sx_app_tenancy(struct sx_app *app)
+{
+    return app->tenancy;
+}
+
+struct sx_store *sx_app_store(struct sx_app *app)
+{
+    return app->store;
+}

@@ -1,0 +1,169 @@
+/* Implementation of json.h. Nesting depth is checked by a linear pre-scan
+ * before jansson runs, so a body of a million '[' costs one pass and no
+ * recursion; everything else (syntax, UTF-8, duplicates) is jansson's. */
+#include "base/json.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Returns 0 when nesting stays within max_depth, else 1 with the line and
+ * column (1-based, columns in bytes) of the bracket that went too deep. */
+static int too_deep(const char *buf, size_t len, int max_depth, int *line, int *col)
+{
+    int depth = 0, in_string = 0, escaped = 0, l = 1, c = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+
+        c++;
+        if (ch == '\n') {
+            l++;
+            c = 0;
+        }
+        if (in_string) {
+            if (escaped)
+                escaped = 0;
+            else if (ch == '\\')
+                escaped = 1;
+            else if (ch == '"')
+                in_string = 0;
+            continue;
+        }
+        if (ch == '"') {
+            in_string = 1;
+        } else if (ch == '{' || ch == '[') {
+            if (++depth > max_depth) {
+                *line = l;
+                *col = c;
+                return 1;
+            }
+        } else if ((ch == '}' || ch == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+static int blank(const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r' && buf[i] != '\n')
+            return 0;
+    return 1;
+}
+
+json_t *sx_json_parse_object(const char *buf, size_t len, int max_depth, char *err,
+                             size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root;
+    int line, col;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (max_depth <= 0)
+        max_depth = SX_JSON_MAX_DEPTH;
+
+    /* 1. An empty body is the most common mistake; name it plainly. */
+    if (!buf || blank(buf, len)) {
+        snprintf(err, errlen, "request body is empty; send a JSON object");
+        return NULL;
+    }
+
+    /* 2. Bound the nesting before jansson recurses into it. */
+    if (too_deep(buf, len, max_depth, &line, &col)) {
+        snprintf(err, errlen,
+                 "JSON nesting is deeper than %d levels at line %d, column %d", max_depth,
+                 line, col);
+        return NULL;
+    }
+
+    /* 3. Parse: jansson rejects invalid UTF-8, NUL in strings, trailing data
+     * and (with the flag) duplicate keys, and reports where. */
+    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root) {
+        if (json_error_code(&jerr) == json_error_invalid_utf8)
+            snprintf(err, errlen,
+                     "request body is not valid UTF-8 at line %d, column %d: %s",
+                     jerr.line, jerr.column, jerr.text);
+        else if (json_error_code(&jerr) == json_error_duplicate_key)
+            snprintf(err, errlen,
+                     "duplicate key in request body at line %d, column %d: %s; send "
+                     "each key once", jerr.line, jerr.column, jerr.text);
+        else
+            snprintf(err, errlen, "invalid JSON in request body at line %d, column %d: %s",
+                     jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+
+    /* 4. The API takes objects only. */
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "request body must be a JSON object, not %s",
+                 sx_json_type_name(root));
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+const char *sx_json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER: return "integer";
+    case JSON_REAL: return "number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
+    default: return "null";
+    }
+}
+
+int sx_json_get_str(const json_t *obj, const char *key, const char **out)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return -1;
+    *out = json_string_value(v);
+    return 1;
+}
+
+int sx_json_get_int(const json_t *obj, const char *key, long long *out)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v))
+        return -1;
+    *out = (long long)json_integer_value(v);
+    return 1;
+}
+
+int sx_json_get_num(const json_t *obj, const char *key, double *out)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_number(v))
+        return -1;
+    *out = json_number_value(v);
+    return 1;
+}
+
+int sx_json_get_bool(const json_t *obj, const char *key, int *out)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_boolean(v))
+        return -1;
+    *out = json_is_true(v);
+    return 1;
+}

@@ -1,0 +1,37 @@
+/* JSON helpers on top of jansson. sx_json_parse_object() is the one body
+ * parser of the gateway: sx_http_json_object() and the fuzz target call it,
+ * so every request body meets the same rules (one object, UTF-8, no
+ * duplicate keys, bounded nesting). */
+#ifndef SX_BASE_JSON_H
+#define SX_BASE_JSON_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define SX_JSON_MAX_DEPTH 64 /* default nesting limit for request bodies */
+
+/* Parses buf[0..len) as exactly one JSON object. Rejected, with a message
+ * in err (what was wrong and where, as "line L, column C"):
+ *   - an empty or whitespace-only body,
+ *   - invalid JSON or invalid UTF-8, NUL characters in strings,
+ *   - duplicate keys in any object,
+ *   - nesting deeper than max_depth arrays/objects (0 = SX_JSON_MAX_DEPTH),
+ *   - a top level that is not an object, or trailing data after it.
+ * Returns a new reference the caller decrefs, or NULL (err is filled, and
+ * is always NUL-terminated when errlen > 0). */
+json_t *sx_json_parse_object(const char *buf, size_t len, int max_depth, char *err,
+                             size_t errlen);
+
+/* Name of a JSON value's type as the API reports it: "object", "array",
+ * "string", "integer", "number", "boolean" or "null". */
+const char *sx_json_type_name(const json_t *v);
+
+/* Typed lookups in an object. Each returns 1 and stores the value when key
+ * is present with that type, 0 when absent (or JSON null), -1 when present
+ * with another type. out is left untouched unless 1 is returned. */
+int sx_json_get_str(const json_t *obj, const char *key, const char **out);
+int sx_json_get_int(const json_t *obj, const char *key, long long *out);
+int sx_json_get_num(const json_t *obj, const char *key, double *out);
+int sx_json_get_bool(const json_t *obj, const char *key, int *out);
+
+#endif

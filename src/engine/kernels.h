@@ -1,0 +1,50 @@
+/* Compute kernels: dot products of one weight row with up to 8 activation
+ * rows at once (so a batch of 8 sequences reads each weight row once), in a
+ * scalar version (the reference the SIMD versions are tested against) and
+ * AVX2 / AVX-512 (VNNI) versions picked at run time from the CPU's flags. */
+#ifndef SX_ENGINE_KERNELS_H
+#define SX_ENGINE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/quant.h"
+
+#define SX_KERNEL_MAX_ROWS 8 /* activation rows per weight-row pass */
+
+/* How a weight type wants its input: F32 weights take floats, F16 / BF16
+ * weights take activations rounded to fp16 / bf16 (as llama.cpp does), Q8_0
+ * and Q4_0 take sx_q8_block rows. */
+enum sx_act_format { SX_ACT_F32, SX_ACT_F16, SX_ACT_BF16, SX_ACT_Q8 };
+
+/* out[j] = dot(w, x_j) for j < nx, where x_j starts x_stride bytes after
+ * x_{j-1}; n is the row length in values (a multiple of 32 for quantized
+ * types, any for the others). */
+typedef void (*sx_dot_fn)(int n, const void *w, const void *x,
+                          size_t x_stride, int nx, float *out);
+
+typedef struct sx_kernels {
+    const char *name;              /* "scalar", "avx2", "avx512" */
+    sx_dot_fn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0;
+    void (*quantize_q8)(const float *x, sx_q8_block *y, int n);
+} sx_kernels;
+
+const sx_kernels *sx_kernels_scalar(void);
+/* NULL when this CPU lacks the instructions. */
+const sx_kernels *sx_kernels_avx2(void);
+const sx_kernels *sx_kernels_avx512(void);
+/* The fastest table this CPU runs; SX_KERNELS=scalar|avx2|avx512 in the
+ * environment overrides the choice (for benchmarks and bisecting). */
+const sx_kernels *sx_kernels_best(void);
+
+/* Activation format, dot function and bytes per activation row of n values
+ * for a weight type; the dot function is NULL for an unsupported type. */
+int sx_act_format(int weight_type);
+sx_dot_fn sx_kernels_dot(const sx_kernels *k, int weight_type);
+size_t sx_act_row_bytes(int weight_type, int n);
+/* Converts rows floats of n values (x_stride floats apart) into the input
+ * format of weight_type at dst (sx_act_row_bytes apart). */
+void sx_act_prepare(const sx_kernels *k, int weight_type, const float *x,
+                    size_t x_stride, int rows, int n, void *dst);
+
+#endif

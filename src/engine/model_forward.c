@@ -1,0 +1,582 @@
+/* The forward pass of llama/qwen2 models over a batch of sequences. All the
+ * tokens of a step (every sequence's new tokens, prompts cut into chunks of
+ * at most SX_CHUNK) go through each weight matrix together, so a step costs
+ * about one pass over the weights however many sequences it carries. Each
+ * sequence attends only to its own cached positions. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kv.h"
+#include "engine/model.h"
+#include "engine/pool.h"
+
+#define SX_CHUNK 128 /* tokens per forward chunk */
+
+/* One chunk: where each token comes from and what it must produce. */
+typedef struct chunk {
+    sx_model *m;
+    sx_pool *pool;
+    sx_scratch *s;
+    int T;                   /* tokens in the chunk */
+    sx_seq **seq;            /* per token */
+    int *pos;                /* per token */
+    int32_t *tok;            /* per token */
+    float **logit_out;       /* per token: destination row or NULL */
+    float *embed_sum;        /* embed mode: n_embd sums, else NULL */
+    int layer;
+    float *rope;             /* per token: n_rot/2 (cos, sin) pairs */
+} chunk;
+
+static void fail_msg(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail_msg(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* --- scratch ------------------------------------------------------------- */
+
+void sx_model_scratch_free(sx_scratch *s)
+{
+    free(s->x);
+    free(s->h);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att);
+    free(s->ff_gate);
+    free(s->ff_up);
+    free(s->rows);
+    free(s->act);
+    free(s->scores);
+    free(s->t_seq);
+    free(s->t_pos);
+    free(s->t_tok);
+    free(s->t_out);
+    free(s->yrows);
+    memset(s, 0, sizeof(*s));
+}
+
+static void *falloc(size_t n)
+{
+    return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+}
+
+/* Grows the scratch to T tokens, contexts of n_ctx positions, nth threads. */
+static int scratch_reserve(sx_model *m, int T, int n_ctx, int nth)
+{
+    sx_scratch *s = &m->scratch;
+    const sx_model_info *mi = &m->info;
+    size_t E = (size_t)mi->n_embd, F = (size_t)mi->n_ff;
+    size_t kvd = (size_t)(mi->n_head_kv * mi->head_dim);
+    size_t widest = (E > F ? E : F);
+
+    if (T <= s->cap_tokens && n_ctx <= s->cap_ctx && nth <= s->n_threads)
+        return 0;
+    if (T < s->cap_tokens)
+        T = s->cap_tokens;
+    if (n_ctx < s->cap_ctx)
+        n_ctx = s->cap_ctx;
+    if (nth < s->n_threads)
+        nth = s->n_threads;
+    sx_model_scratch_free(s);
+    s->x = falloc((size_t)T * E);
+    s->h = falloc((size_t)T * E);
+    s->q = falloc((size_t)T * E);
+    s->k = falloc((size_t)T * kvd);
+    s->v = falloc((size_t)T * kvd);
+    s->att = falloc((size_t)T * E);
+    s->ff_gate = falloc((size_t)T * F);
+    s->ff_up = falloc((size_t)T * F);
+    s->rows = falloc((size_t)T * (size_t)m->n_rot + (size_t)T * E);
+    s->act = falloc((size_t)T * (widest + 16));
+    s->scores = falloc((size_t)nth * (size_t)n_ctx);
+    s->t_seq = malloc((size_t)T * sizeof(*s->t_seq));
+    s->t_pos = malloc((size_t)T * sizeof(*s->t_pos));
+    s->t_tok = malloc((size_t)T * sizeof(*s->t_tok));
+    s->t_out = malloc((size_t)T * sizeof(*s->t_out));
+    s->yrows = malloc((size_t)T * sizeof(*s->yrows));
+    if (!s->x || !s->h || !s->q || !s->k || !s->v || !s->att ||
+        !s->ff_gate || !s->ff_up || !s->rows || !s->act || !s->scores ||
+        !s->t_seq || !s->t_pos || !s->t_tok || !s->t_out || !s->yrows) {
+        sx_model_scratch_free(s);
+        return SX_ENOMEM;
+    }
+    s->cap_tokens = T;
+    s->cap_ctx = n_ctx;
+    s->n_threads = nth;
+    return 0;
+}
+
+/* --- elementwise steps --------------------------------------------------- */
+
+/* y = x / sqrt(mean(x^2) + eps) * w, summing squares in double as ggml. */
+static void rmsnorm(float *y, const float *x, const float *w, int n,
+                    float eps)
+{
+    double sum = 0.0;
+    float scale;
+
+    for (int i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    scale = 1.0f / sqrtf((float)(sum / n) + eps);
+    for (int i = 0; i < n; i++)
+        y[i] = (x[i] * scale) * w[i];
+}
+
+/* cos/sin of pos * base^(-2i/n_rot) (divided by the optional frequency
+ * factor), built by repeated multiplication as ggml does. */
+static void rope_table(const sx_model *m, int pos, float *cs)
+{
+    float theta_scale = powf(m->info.rope_base, -2.0f / (float)m->n_rot);
+    float theta = (float)pos;
+
+    for (int i = 0; i < m->n_rot / 2; i++) {
+        float t = m->rope_freqs ? theta / m->rope_freqs[i] : theta;
+
+        cs[2 * i] = cosf(t);
+        cs[2 * i + 1] = sinf(t);
+        theta *= theta_scale;
+    }
+}
+
+/* Rotates the first n_rot values of one head: adjacent pairs (NORM, llama)
+ * or pairs half a rotation apart (NEOX, qwen2). */
+static void rope_apply(const sx_model *m, float *v, const float *cs)
+{
+    int half = m->n_rot / 2;
+
+    for (int i = 0; i < half; i++) {
+        int a = m->rope_mode == SX_ROPE_NORM ? 2 * i : i;
+        int b = m->rope_mode == SX_ROPE_NORM ? 2 * i + 1 : i + half;
+        float x0 = v[a], x1 = v[b], c = cs[2 * i], s = cs[2 * i + 1];
+
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+    }
+}
+
+/* --- matmul -------------------------------------------------------------- */
+
+typedef struct mm_job {
+    const sx_wmat *w;
+    sx_dot_fn dot;
+    const uint8_t *act;
+    size_t act_bytes;        /* per activation row */
+    int nx;
+    float *y;                /* row j of the output at y + j * ldy */
+    size_t ldy;
+    float *const *yrows;     /* or one pointer per row (logits) */
+    const float *bias;
+    int accumulate;          /* y += W x instead of y = W x */
+} mm_job;
+
+static void mm_worker(void *ctx, int ith, int nth)
+{
+    const mm_job *j = ctx;
+    const sx_wmat *w = j->w;
+    float out[SX_KERNEL_MAX_ROWS];
+    int lo, hi;
+
+    sx_pool_split(w->n_out, 16, ith, nth, &lo, &hi);
+    for (int r = lo; r < hi; r++) {
+        const uint8_t *wr = w->data + (size_t)r * w->row_bytes;
+        float b = j->bias ? j->bias[r] : 0.0f;
+
+        for (int x0 = 0; x0 < j->nx; x0 += SX_KERNEL_MAX_ROWS) {
+            int n = j->nx - x0 < SX_KERNEL_MAX_ROWS ? j->nx - x0
+                                                     : SX_KERNEL_MAX_ROWS;
+
+            j->dot(w->n_in, wr, j->act + (size_t)x0 * j->act_bytes,
+                   j->act_bytes, n, out);
+            for (int i = 0; i < n; i++) {
+                float *y = j->yrows ? j->yrows[x0 + i]
+                                    : j->y + (size_t)(x0 + i) * j->ldy;
+
+                if (j->accumulate)
+                    y[r] += out[i] + b;
+                else
+                    y[r] = out[i] + b;
+            }
+        }
+    }
+}
+
+/* Prepared activations are reused while the input and type stay the same
+ * (q, k and v share one preparation). */
+typedef struct act_cache {
+    const float *src;
+    int type, n, rows;
+} act_cache;
+
+static void matmul(chunk *c, act_cache *ac, const sx_wmat *w, const float *x,
+                   int rows, float *y, float *const *yrows,
+                   const float *bias, int accumulate)
+{
+    const sx_kernels *k = c->m->kern;
+    int fmt = sx_act_format(w->type);
+    mm_job j = {
+        .w = w,
+        .dot = sx_kernels_dot(k, w->type),
+        .act = c->s->act,
+        .act_bytes = sx_act_row_bytes(w->type, w->n_in),
+        .nx = rows,
+        .y = y,
+        .ldy = (size_t)w->n_out,
+        .yrows = yrows,
+        .bias = bias,
+        .accumulate = accumulate,
+    };
+
+    if (ac->src != x || sx_act_format(ac->type) != fmt || ac->n != w->n_in ||
+        ac->rows != rows) {
+        sx_act_prepare(k, w->type, x, (size_t)w->n_in, rows, w->n_in,
+                       c->s->act);
+        *ac = (act_cache){.src = x, .type = w->type, .n = w->n_in,
+                          .rows = rows};
+    }
+    sx_pool_run(c->pool, mm_worker, &j);
+}
+
+/* --- attention ----------------------------------------------------------- */
+
+static void attn_worker(void *ctx, int ith, int nth)
+{
+    const chunk *c = ctx;
+    const sx_model_info *mi = &c->m->info;
+    int hd = mi->head_dim, group = mi->n_head / mi->n_head_kv;
+    int units = c->T * mi->n_head, lo, hi;
+    float *sc = c->s->scores + (size_t)ith * (size_t)c->s->cap_ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    sx_pool_split(units, 1, ith, nth, &lo, &hi);
+    for (int u = lo; u < hi; u++) {
+        int t = u / mi->n_head, h = u % mi->n_head, kvh = h / group;
+        const float *q = c->s->q + (size_t)t * mi->n_embd + (size_t)h * hd;
+        float *out = c->s->att + (size_t)t * mi->n_embd + (size_t)h * hd;
+        const sx_seq *seq = c->seq[t];
+        int n = c->pos[t] + 1;
+        float max = -INFINITY, sum = 0.0f;
+
+        for (int p = 0; p < n; p++) {
+            const float *kv = sx_kv_k(seq, c->layer, p) + (size_t)kvh * hd;
+            float s = 0.0f;
+
+            for (int i = 0; i < hd; i++)
+                s += q[i] * kv[i];
+            sc[p] = s * scale;
+            max = sc[p] > max ? sc[p] : max;
+        }
+        for (int p = 0; p < n; p++) {
+            sc[p] = expf(sc[p] - max);
+            sum += sc[p];
+        }
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int p = 0; p < n; p++) {
+            const float *vv = sx_kv_v(seq, c->layer, p) + (size_t)kvh * hd;
+            float wgt = sc[p] / sum;
+
+            for (int i = 0; i < hd; i++)
+                out[i] += wgt * vv[i];
+        }
+    }
+}
+
+/* --- one chunk ----------------------------------------------------------- */
+
+static void forward_layer(chunk *c, const sx_layer *L)
+{
+    const sx_model *m = c->m;
+    const sx_model_info *mi = &m->info;
+    sx_scratch *s = c->s;
+    int E = mi->n_embd, F = mi->n_ff, T = c->T, hd = mi->head_dim;
+    int kvd = mi->n_head_kv * hd;
+    act_cache ac = {0};
+
+    /* Attention: q, k, v of the normed input; rope; keys/values to cache. */
+    for (int t = 0; t < T; t++)
+        rmsnorm(s->h + (size_t)t * E, s->x + (size_t)t * E, L->attn_norm, E,
+                mi->norm_eps);
+    matmul(c, &ac, &L->wq, s->h, T, s->q, NULL, L->bq, 0);
+    matmul(c, &ac, &L->wk, s->h, T, s->k, NULL, L->bk, 0);
+    matmul(c, &ac, &L->wv, s->h, T, s->v, NULL, L->bv, 0);
+    for (int t = 0; t < T; t++) {
+        const float *cs = c->rope + (size_t)t * (size_t)m->n_rot;
+        float *q = s->q + (size_t)t * E, *k = s->k + (size_t)t * kvd;
+
+        for (int h = 0; h < mi->n_head; h++)
+            rope_apply(m, q + (size_t)h * hd, cs);
+        for (int h = 0; h < mi->n_head_kv; h++)
+            rope_apply(m, k + (size_t)h * hd, cs);
+        memcpy(sx_kv_k(c->seq[t], c->layer, c->pos[t]), k,
+               (size_t)kvd * sizeof(float));
+        memcpy(sx_kv_v(c->seq[t], c->layer, c->pos[t]),
+               s->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+    }
+    sx_pool_run(c->pool, attn_worker, c);
+    matmul(c, &ac, &L->wo, s->att, T, s->x, NULL, NULL, 1);
+
+    /* Feed-forward: x += down(silu(gate(h)) * up(h)). */
+    for (int t = 0; t < T; t++)
+        rmsnorm(s->h + (size_t)t * E, s->x + (size_t)t * E, L->ffn_norm, E,
+                mi->norm_eps);
+    matmul(c, &ac, &L->gate, s->h, T, s->ff_gate, NULL, NULL, 0);
+    matmul(c, &ac, &L->up, s->h, T, s->ff_up, NULL, NULL, 0);
+    for (size_t i = 0; i < (size_t)T * F; i++) {
+        float g = s->ff_gate[i];
+
+        s->ff_gate[i] = g / (1.0f + expf(-g)) * s->ff_up[i];
+    }
+    matmul(c, &ac, &L->down, s->ff_gate, T, s->x, NULL, NULL, 1);
+}
+
+static int forward_chunk(chunk *c, char *err, size_t errlen)
+{
+    sx_model *m = c->m;
+    const sx_model_info *mi = &m->info;
+    sx_scratch *s = c->s;
+    int E = mi->n_embd, n_out = 0;
+    float **yrows = s->yrows;
+    act_cache ac = {0};
+
+    /* Token embeddings and the rope table of each position. */
+    c->rope = s->rows + (size_t)c->T * E;
+    for (int t = 0; t < c->T; t++) {
+        const uint8_t *row = m->tok_embd +
+                             (size_t)c->tok[t] * m->tok_embd_row_bytes;
+
+        if (sx_dequantize_row(m->tok_embd_type, row, s->x + (size_t)t * E,
+                              E)) {
+            fail_msg(err, errlen, "engine: token_embd type %s is not "
+                                  "supported",
+                     sx_ggml_type_name(m->tok_embd_type));
+            return SX_EUNSUPPORTED;
+        }
+        rope_table(m, c->pos[t], c->rope + (size_t)t * (size_t)m->n_rot);
+    }
+
+    for (c->layer = 0; c->layer < mi->n_layer; c->layer++)
+        forward_layer(c, &m->layers[c->layer]);
+
+    /* Final norm of the rows that want logits (packed), then the output. */
+    for (int t = 0; t < c->T; t++) {
+        if (c->embed_sum) {
+            float *h = s->h;
+
+            rmsnorm(h, s->x + (size_t)t * E, m->output_norm, E, mi->norm_eps);
+            for (int i = 0; i < E; i++)
+                c->embed_sum[i] += h[i];
+        }
+        if (!c->logit_out[t])
+            continue;
+        rmsnorm(s->rows + (size_t)n_out * E, s->x + (size_t)t * E,
+                m->output_norm, E, mi->norm_eps);
+        yrows[n_out++] = c->logit_out[t];
+    }
+    if (n_out)
+        matmul(c, &ac, &m->output, s->rows, n_out, NULL, yrows, NULL, 0);
+    return 0;
+}
+
+/* --- batch steps --------------------------------------------------------- */
+
+/* Checks every item before anything changes; returns the longest context. */
+static int check_items(sx_model *m, sx_batch_item *items, int n_items,
+                       int *max_ctx, char *err, size_t errlen)
+{
+    *max_ctx = 0;
+    if (n_items < 1 || !items) {
+        fail_msg(err, errlen, "engine: empty batch");
+        return SX_EINVAL;
+    }
+    for (int i = 0; i < n_items; i++) {
+        sx_batch_item *it = &items[i];
+        int pos;
+
+        if (!it->seq || it->seq->kv->model != m) {
+            fail_msg(err, errlen, "engine: item %d has no sequence or one "
+                                  "whose cache belongs to another model", i);
+            return SX_EINVAL;
+        }
+        pos = it->pos < 0 ? it->seq->len : it->pos;
+        if (it->n_tokens < 1 || !it->tokens || pos > it->seq->len ||
+            (int64_t)pos + it->n_tokens > (int64_t)1 << 24) {
+            fail_msg(err, errlen, "engine: item %d has %d tokens at position "
+                                  "%d of a sequence of %d",
+                     i, it->n_tokens, pos, it->seq->len);
+            return SX_EINVAL;
+        }
+        if (it->logits < SX_LOGITS_NONE || it->logits > SX_LOGITS_ALL ||
+            (it->logits != SX_LOGITS_NONE && !it->out)) {
+            fail_msg(err, errlen, "engine: item %d: bad logits mode or no "
+                                  "output buffer", i);
+            return SX_EINVAL;
+        }
+        if (it->adapter) {
+            fail_msg(err, errlen, "engine: LoRA adapters are not supported "
+                                  "yet");
+            return SX_EUNSUPPORTED;
+        }
+        for (int t = 0; t < it->n_tokens; t++)
+            if (it->tokens[t] < 0 || it->tokens[t] >= m->info.n_vocab) {
+                fail_msg(err, errlen, "engine: item %d: token id %d is "
+                                      "outside the vocabulary (0..%d)",
+                         i, it->tokens[t], m->info.n_vocab - 1);
+                return SX_EINVAL;
+            }
+        for (int j = 0; j < i; j++)
+            if (items[j].seq == it->seq) {
+                fail_msg(err, errlen, "engine: items %d and %d share a "
+                                      "sequence", j, i);
+                return SX_EINVAL;
+            }
+        if (pos + it->n_tokens > *max_ctx)
+            *max_ctx = pos + it->n_tokens;
+    }
+
+    /* Room in each cache pool, counting pages freed by rewinds. */
+    for (int i = 0; i < n_items; i++) {
+        sx_kv *kv = items[i].seq->kv;
+        long net = 0;
+        bool first = true;
+
+        for (int j = 0; j < n_items && first; j++)
+            if (items[j].seq->kv == kv && j < i)
+                first = false;
+        if (!first)
+            continue;
+        for (int j = i; j < n_items; j++) {
+            const sx_seq *s = items[j].seq;
+            int pos = items[j].pos < 0 ? s->len : items[j].pos;
+
+            if (s->kv == kv)
+                net += (pos + items[j].n_tokens + SX_KV_PAGE - 1) /
+                       SX_KV_PAGE - s->n_pages;
+        }
+        if (net > kv->n_free) {
+            fail_msg(err, errlen, "engine: the KV cache is full (%ld pages "
+                                  "needed, %d free)", net, kv->n_free);
+            return SX_ELIMIT;
+        }
+    }
+    return 0;
+}
+
+/* Runs items through the model; embed_sum (embed mode) gathers hidden rows. */
+static int run_batch(sx_model *m, sx_pool *pool, sx_batch_item *items,
+                     int n_items, float *embed_sum, char *err, size_t errlen)
+{
+    int max_ctx, total = 0, rc, item = 0, off = 0;
+    chunk c = {.m = m, .pool = pool, .s = &m->scratch,
+               .embed_sum = embed_sum};
+
+    rc = check_items(m, items, n_items, &max_ctx, err, errlen);
+    if (rc)
+        return rc;
+    for (int i = 0; i < n_items; i++)
+        total += items[i].n_tokens;
+    rc = scratch_reserve(m, total < SX_CHUNK ? total : SX_CHUNK, max_ctx,
+                         sx_pool_size(pool));
+    if (rc) {
+        fail_msg(err, errlen, "engine: out of memory for the step scratch");
+        return rc;
+    }
+
+    /* Cut back rewound sequences, then take the pages (checked above). */
+    for (int i = 0; i < n_items; i++) {
+        sx_batch_item *it = &items[i];
+
+        if (it->pos < 0)
+            it->pos = it->seq->len;
+        sx_seq_truncate(it->seq, it->pos);
+    }
+    for (int i = 0; i < n_items; i++)
+        if ((rc = sx_seq_reserve(items[i].seq,
+                                 items[i].pos + items[i].n_tokens))) {
+            fail_msg(err, errlen, "engine: out of memory for page tables");
+            return rc;
+        }
+
+    /* Chunks of up to SX_CHUNK tokens, in item order. */
+    c.seq = c.s->t_seq;
+    c.pos = c.s->t_pos;
+    c.tok = c.s->t_tok;
+    c.logit_out = c.s->t_out;
+    while (item < n_items) {
+        c.T = 0;
+        while (item < n_items && c.T < SX_CHUNK) {
+            sx_batch_item *it = &items[item];
+            int t = c.T++;
+            size_t nv = (size_t)m->info.n_vocab;
+
+            c.seq[t] = it->seq;
+            c.pos[t] = it->pos + off;
+            c.tok[t] = it->tokens[off];
+            c.logit_out[t] = NULL;
+            if (it->logits == SX_LOGITS_ALL)
+                c.logit_out[t] = it->out + (size_t)off * nv;
+            else if (it->logits == SX_LOGITS_LAST && off == it->n_tokens - 1)
+                c.logit_out[t] = it->out;
+            if (++off == it->n_tokens) {
+                it->seq->len = it->pos + it->n_tokens;
+                item++;
+                off = 0;
+            }
+        }
+        if ((rc = forward_chunk(&c, err, errlen)))
+            return rc;
+    }
+    return 0;
+}
+
+int sx_engine_decode(sx_model *m, sx_pool *pool, sx_batch_item *items,
+                     int n_items, char *err, size_t errlen)
+{
+    int rc;
+
+    pthread_mutex_lock(&m->lock);
+    rc = run_batch(m, pool, items, n_items, NULL, err, errlen);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int sx_engine_embed(sx_model *m, sx_pool *pool, sx_seq *scratch,
+                    const int32_t *tokens, int n_tokens, float *out,
+                    char *err, size_t errlen)
+{
+    sx_batch_item it = {.seq = scratch, .tokens = tokens,
+                        .n_tokens = n_tokens, .pos = 0};
+    int E = m->info.n_embd, rc;
+    double norm = 0.0;
+
+    if (!scratch) {
+        fail_msg(err, errlen, "engine: embed needs a scratch sequence");
+        return SX_EINVAL;
+    }
+    memset(out, 0, (size_t)E * sizeof(float));
+    pthread_mutex_lock(&m->lock);
+    sx_seq_reset(scratch);
+    rc = run_batch(m, pool, &it, 1, out, err, errlen);
+    sx_seq_reset(scratch);
+    pthread_mutex_unlock(&m->lock);
+    if (rc)
+        return rc;
+
+    /* Mean over positions, then unit length (the mean's scale cancels). */
+    for (int i = 0; i < E; i++)
+        norm += (double)out[i] * out[i];
+    norm = sqrt(norm);
+    for (int i = 0; i < E; i++)
+        out[i] = norm > 0.0 ? (float)(out[i] / norm) : 0.0f;
+    return 0;
+}

@@ -1,0 +1,742 @@
+/* The libmicrohttpd server: daemon setup (thread pool on epoll, TLS,
+ * limits), the access handler that routes a request, enforces the body
+ * limit and calls the handler, the replies, and graceful shutdown. Streams
+ * live in stream.c, metrics in metrics.c, the health routes in health.c. */
+#include "http/internal.h"
+#include "base/config.h"
+#include "base/crypto.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/time.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- Request ids -------------------------------------------------------- */
+
+/* Request ids need to be unique, not secret: a per-thread xoshiro256**
+ * seeded from getrandom() makes one in a few nanoseconds without a
+ * syscall or a lock. */
+static _Thread_local uint64_t rng_state[4];
+static _Thread_local int rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(void)
+{
+    uint64_t *s = rng_state, result, t;
+
+    if (!rng_seeded) {
+        if (sx_crypto_random(rng_state, sizeof(rng_state)) != SX_OK) {
+            rng_state[0] = (uint64_t)sx_time_mono_ns();
+            rng_state[1] = (uint64_t)(uintptr_t)&rng_seeded;
+        }
+        rng_state[3] |= 1; /* never all zero */
+        rng_seeded = 1;
+    }
+    result = rotl(s[1] * 5, 7) * 9;
+    t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static void make_request_id(char out[32])
+{
+    static const char alphabet[] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    uint64_t bits = 0;
+
+    /* 24 base62 characters (about 140 bits) taken 6 bits at a time, ten
+     * per 64-bit draw; values >= 62 fold, a bias that is harmless for an
+     * identifier. */
+    memcpy(out, "req_", 4);
+    for (int i = 0; i < 24; i++) {
+        if (i % 10 == 0)
+            bits = rng_next();
+        out[4 + i] = alphabet[(bits & 63) % 62];
+        bits >>= 6;
+    }
+    out[28] = '\0';
+}
+
+/* A client's X-Request-ID is echoed as x-client-request-id (and logged) only
+ * when it is 1-64 characters of [A-Za-z0-9._:-]; our own id stays the one
+ * the logs and the ledger use. */
+static int client_id_ok(const char *v)
+{
+    size_t n = 0;
+
+    for (; v[n]; n++) {
+        char c = v[n];
+        if (n == 64 || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+                         c == '-'))
+            return 0;
+    }
+    return n > 0;
+}
+
+/* ---- Replies ------------------------------------------------------------ */
+
+const char *sx_http_error_type(int status)
+{
+    switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 405: return "invalid_request_error";
+    case 409: return "conflict_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+int sx_http_queue(sx_http_req *r, int status, struct MHD_Response *resp)
+{
+    int ok;
+
+    if (!resp)
+        return 0;
+    MHD_add_response_header(resp, "x-request-id", r->id);
+    if (r->client_id)
+        MHD_add_response_header(resp, "x-client-request-id", r->client_id);
+    for (int i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(resp, r->header_name[i], r->header_value[i]);
+    ok = MHD_queue_response(r->conn, (unsigned)status, resp) == MHD_YES;
+    MHD_destroy_response(resp);
+    if (ok) {
+        r->replied = 1;
+        r->status = status;
+    }
+    return ok;
+}
+
+void sx_http_set_header(sx_http_req *r, const char *name, const char *value)
+{
+    int i = r->nheaders;
+
+    if (i == SX_HTTP_MAX_HEADERS) {
+        SX_ERROR("http", "%s: more than %d response headers; '%s' dropped", r->id,
+                 SX_HTTP_MAX_HEADERS, name);
+        return;
+    }
+    r->header_name[i] = strdup(name);
+    r->header_value[i] = strdup(value);
+    if (!r->header_name[i] || !r->header_value[i]) {
+        free(r->header_name[i]);
+        free(r->header_value[i]);
+        return;
+    }
+    r->nheaders++;
+}
+
+void sx_http_reply_text(sx_http_req *r, int status, const char *content_type,
+                        const char *body, size_t len)
+{
+    struct MHD_Response *resp;
+
+    if (r->replied) {
+        SX_ERROR("http", "%s: second reply (%d) ignored", r->id, status);
+        return;
+    }
+    resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp && content_type)
+        MHD_add_response_header(resp, "Content-Type", content_type);
+    sx_http_queue(r, status, resp);
+}
+
+void sx_http_reply_json(sx_http_req *r, int status, json_t *body)
+{
+    struct MHD_Response *resp;
+    char *text;
+
+    if (r->replied) {
+        SX_ERROR("http", "%s: second reply (%d) ignored", r->id, status);
+        json_decref(body);
+        return;
+    }
+    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        /* Only out-of-memory (or a NULL body) gets here; answer something. */
+        static const char fail[] = "{\"error\":{\"message\":\"could not encode the "
+                                   "response\",\"type\":\"server_error\",\"param\":null,"
+                                   "\"code\":null}}";
+        resp = MHD_create_response_from_buffer(sizeof(fail) - 1, (void *)fail,
+                                               MHD_RESPMEM_PERSISTENT);
+        status = 500;
+    } else {
+        resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        if (!resp)
+            free(text);
+    }
+    if (resp)
+        MHD_add_response_header(resp, "Content-Type", "application/json");
+    sx_http_queue(r, status, resp);
+}
+
+void sx_http_reply_error(sx_http_req *r, int status, const char *code, const char *param,
+                         const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    json_t *body;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    body = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", msg, "type",
+                     sx_http_error_type(status), "param", param, "code", code);
+    if (!body) /* the message was not valid UTF-8 */
+        body = json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message",
+                         "request failed (error message could not be encoded)", "type",
+                         sx_http_error_type(status), "param", "code");
+    sx_http_reply_json(r, status, body);
+}
+
+int sx_http_replied(const sx_http_req *r)
+{
+    return r->replied;
+}
+
+/* ---- Accessors ---------------------------------------------------------- */
+
+const char *sx_http_method(const sx_http_req *r) { return r->method; }
+const char *sx_http_path(const sx_http_req *r) { return r->path; }
+const char *sx_http_request_id(const sx_http_req *r) { return r->id; }
+void *sx_http_user(const sx_http_req *r) { return r->user; }
+
+const char *sx_http_route_pattern(const sx_http_req *r)
+{
+    return r->route >= 0 ? r->srv->router.routes[r->route].pattern : NULL;
+}
+
+const char *sx_http_param(const sx_http_req *r, const char *name)
+{
+    for (int i = 0; i < r->match.nparams; i++)
+        if (strcmp(r->match.name[i], name) == 0)
+            return r->match.value[i];
+    return NULL;
+}
+
+const char *sx_http_query(const sx_http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *sx_http_header(const sx_http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *sx_http_client_ip(const sx_http_req *r)
+{
+    sx_http_req *w = (sx_http_req *)r; /* the address is computed once, lazily */
+    const union MHD_ConnectionInfo *ci;
+    const struct sockaddr *sa;
+
+    if (w->ip[0])
+        return w->ip;
+    ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return "unknown";
+    sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, w->ip, sizeof(w->ip));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+        /* An IPv4 client on a dual-stack socket reads as plain IPv4. */
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            inet_ntop(AF_INET, &a->s6_addr[12], w->ip, sizeof(w->ip));
+        else
+            inet_ntop(AF_INET6, a, w->ip, sizeof(w->ip));
+    }
+    return w->ip[0] ? w->ip : "unknown";
+}
+
+const char *sx_http_body(const sx_http_req *r, size_t *len)
+{
+    if (len)
+        *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+json_t *sx_http_json_object(sx_http_req *r)
+{
+    char err[256];
+
+    if (r->json)
+        return r->json;
+    r->json = sx_json_parse_object(r->body, r->body_len, SX_JSON_MAX_DEPTH, err, sizeof(err));
+    if (!r->json)
+        sx_http_reply_error(r, 400, "invalid_json", NULL, "%s", err);
+    return r->json;
+}
+
+void sx_http_set_user(sx_http_req *r, void *p, void (*free_fn)(void *))
+{
+    if (r->user && r->user_free && r->user != p)
+        r->user_free(r->user);
+    r->user = p;
+    r->user_free = free_fn;
+}
+
+/* ---- Request life cycle ------------------------------------------------- */
+
+static void req_free(sx_http_req *r)
+{
+    if (r->user && r->user_free)
+        r->user_free(r->user);
+    json_decref(r->json);
+    free(r->body);
+    if (r->scratch != r->inline_scratch)
+        free(r->scratch);
+    for (int i = 0; i < r->nheaders; i++) {
+        free(r->header_name[i]);
+        free(r->header_value[i]);
+    }
+    free(r);
+}
+
+/* First call for a request: route it and answer at once what needs no body
+ * (404, 405, 413 by Content-Length). */
+static sx_http_req *req_begin(sx_http_server *s, struct MHD_Connection *conn,
+                              const char *url, const char *method)
+{
+    sx_http_req *r = calloc(1, sizeof(*r));
+    const char *cid, *clen;
+    size_t plen = strlen(url);
+    char allow[96];
+    int path_route = -1, rc;
+
+    if (!r)
+        return NULL;
+    r->srv = s;
+    r->conn = conn;
+    r->method = method;
+    r->path = url;
+    r->method_code = sx_http_method_code(method);
+    r->start_ns = sx_time_mono_ns();
+    r->route = r->stats_route = -1;
+    make_request_id(r->id);
+    cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+    if (cid && client_id_ok(cid))
+        r->client_id = cid;
+    atomic_fetch_add_explicit(&s->metrics.in_flight, 1, memory_order_relaxed);
+
+    /* 1. Route. Captures are copied next to the request when they fit. */
+    r->scratch = plen < sizeof(r->inline_scratch) ? r->inline_scratch : malloc(plen + 1);
+    if (!r->scratch) {
+        r->scratch = r->inline_scratch;
+        sx_http_reply_error(r, 500, NULL, NULL, "out of memory");
+        return r;
+    }
+    rc = sx_http_router_match(&s->router, method, url, r->scratch, &r->match, &path_route,
+                              allow, sizeof(allow));
+    if (rc == SX_HTTP_NO_PATH) {
+        sx_http_reply_error(r, 404, "not_found", NULL,
+                            "no such endpoint: %s %s; see the API reference for valid paths",
+                            method, url);
+        return r;
+    }
+    if (rc == SX_HTTP_NO_METHOD) {
+        r->stats_route = path_route;
+        sx_http_set_header(r, "Allow", allow);
+        sx_http_reply_error(r, 405, "method_not_allowed", NULL,
+                            "method %s is not allowed on this endpoint; allowed: %s", method,
+                            allow);
+        return r;
+    }
+    r->route = r->stats_route = rc;
+
+    /* 2. A declared body over the limit is refused before it is sent. */
+    clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (clen) {
+        char *end;
+        unsigned long long n;
+
+        errno = 0;
+        n = strtoull(clen, &end, 10);
+        if (errno || *end || n > s->max_body) {
+            r->too_big = 1;
+            sx_http_reply_error(r, 413, "request_too_large", NULL,
+                                "request body is larger than the limit of %zu bytes",
+                                s->max_body);
+            return r;
+        }
+        /* Reserve the whole body up front: one allocation, no copies. */
+        if (n > 0 && (r->body = malloc((size_t)n + 1)))
+            r->body_cap = (size_t)n + 1;
+    }
+    return r;
+}
+
+static void req_body(sx_http_req *r, const char *data, size_t n)
+{
+    size_t need = r->body_len + n;
+
+    if (r->too_big || r->oom || r->replied)
+        return;
+    if (need > r->srv->max_body) {
+        /* A chunked body crossed the limit: drop what we have and try to
+         * answer now; if MHD will not take a reply mid-upload, the rest is
+         * discarded unbuffered and 413 goes out at the end. */
+        r->too_big = 1;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        sx_http_reply_error(r, 413, "request_too_large", NULL,
+                            "request body is larger than the limit of %zu bytes",
+                            r->srv->max_body);
+        return;
+    }
+    if (need + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap * 2 : 4096;
+        char *grown;
+
+        while (cap < need + 1)
+            cap *= 2;
+        if (cap > r->srv->max_body + 1)
+            cap = r->srv->max_body + 1;
+        grown = realloc(r->body, cap);
+        if (!grown) {
+            r->oom = 1;
+            return;
+        }
+        r->body = grown;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len = need;
+    r->body[need] = '\0';
+}
+
+static void req_dispatch(sx_http_req *r)
+{
+    const struct sx_http_route_entry *e = &r->srv->router.routes[r->route];
+
+    if (r->too_big) {
+        sx_http_reply_error(r, 413, "request_too_large", NULL,
+                            "request body is larger than the limit of %zu bytes",
+                            r->srv->max_body);
+        return;
+    }
+    if (r->oom) {
+        sx_http_reply_error(r, 500, NULL, NULL, "out of memory while reading the body");
+        return;
+    }
+    e->fn(r, e->ctx);
+    if (!r->replied) {
+        SX_ERROR("http", "%s: handler for %s %s returned without a reply", r->id, r->method,
+                 e->pattern);
+        sx_http_reply_error(r, 500, NULL, NULL, "internal error: the request got no reply");
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size,
+                                  void **con_cls)
+{
+    sx_http_server *s = cls;
+    sx_http_req *r = *con_cls;
+
+    (void)version;
+    if (!r) {
+        r = req_begin(s, conn, url, method);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (r->too_big || r->replied) {
+            /* Discard the rest unbuffered, but not forever: a client that
+             * keeps sending long after its answer loses the connection. */
+            r->discarded += *upload_size;
+            *upload_size = 0;
+            return r->discarded > 8 * s->max_body + (16u << 20) ? MHD_NO : MHD_YES;
+        }
+        req_body(r, upload_data, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (!r->replied)
+        req_dispatch(r);
+    return r->replied ? MHD_YES : MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    sx_http_server *s = cls;
+    sx_http_req *r = *con_cls;
+    int64_t dur;
+    const char *label;
+
+    (void)conn;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    if (r->stream)
+        sx_http_stream_completed(r->stream);
+    dur = sx_time_mono_ns() - r->start_ns;
+    sx_http_metrics_record(&s->metrics, r->stats_route, r->method_code,
+                           r->replied ? r->status : 499, dur);
+    atomic_fetch_sub_explicit(&s->metrics.in_flight, 1, memory_order_relaxed);
+
+    /* The access log names the route pattern, never the raw path or query:
+     * paths carry tenant slugs and queries may carry secrets. */
+    label = r->stats_route >= 0 ? s->router.routes[r->stats_route].pattern : "unmatched";
+    SX_INFO("http", "%s %s %d %.3fms %s%s%s%s", r->method, label, r->replied ? r->status : 499,
+            (double)dur / 1e6, r->id, r->client_id ? " client_id=" : "",
+            r->client_id ? r->client_id : "",
+            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+    req_free(r);
+}
+
+/* ---- Server ------------------------------------------------------------- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    /* A client that hangs up is routine, not a server problem. */
+    if (strstr(line, "no longer available") || strstr(line, "reset by peer"))
+        SX_DEBUG("http", "libmicrohttpd: %s", line);
+    else
+        SX_WARN("http", "libmicrohttpd: %s", line);
+}
+
+static int resolve(sx_http_server *s, const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    int rc;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve listen host '%s': %s", host, gai_strerror(rc));
+        return SX_EINVAL;
+    }
+    memcpy(&s->addr, res->ai_addr, res->ai_addrlen);
+    s->ipv6 = res->ai_family == AF_INET6;
+    if (s->ipv6)
+        ((struct sockaddr_in6 *)&s->addr)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)&s->addr)->sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return SX_OK;
+}
+
+sx_http_server *sx_http_server_new(const struct sx_config *cfg, char *err, size_t errlen)
+{
+    sx_http_server *s = calloc(1, sizeof(*s));
+
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&s->streams_mu, NULL);
+    s->threads = cfg->http_threads > 0 ? cfg->http_threads : 4;
+    s->max_connections = cfg->max_connections > 0 ? cfg->max_connections : 1024;
+    s->timeout_s = cfg->connection_timeout_s > 0 ? cfg->connection_timeout_s : 60;
+    s->max_body = cfg->max_body_bytes ? cfg->max_body_bytes : (1u << 20);
+    s->metrics.start_time_s = (double)sx_time_now_ms() / 1000.0;
+    if (resolve(s, cfg->listen_host, cfg->listen_port, err, errlen) != SX_OK)
+        goto fail;
+    if (cfg->tls_cert && !(s->tls_cert_path = strdup(cfg->tls_cert)))
+        goto oom;
+    if (cfg->tls_key && !(s->tls_key_path = strdup(cfg->tls_key)))
+        goto oom;
+    return s;
+
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    sx_http_server_free(s);
+    return NULL;
+}
+
+int sx_http_route(sx_http_server *s, const char *method, const char *pattern,
+                  sx_http_handler fn, void *ctx)
+{
+    int rc;
+
+    if (s->daemon) {
+        SX_ERROR("http", "route %s %s added after start", method, pattern);
+        return SX_EINVAL;
+    }
+    rc = sx_http_router_add(&s->router, method, pattern, fn, ctx);
+    if (rc < 0) {
+        SX_ERROR("http", "route %s %s rejected: %s", method, pattern, sx_strerror(rc));
+        return rc;
+    }
+    return SX_OK;
+}
+
+static char *read_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+
+    if (!f) {
+        snprintf(err, errlen, "cannot read TLS file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && n < (1 << 20) &&
+        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
+        if (fread(buf, 1, (size_t)n, f) == (size_t)n) {
+            buf[n] = '\0';
+        } else {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    if (!buf)
+        snprintf(err, errlen, "cannot read TLS file %s: %s", path,
+                 errno ? strerror(errno) : "empty or larger than 1 MiB");
+    fclose(f);
+    return buf;
+}
+
+int sx_http_start(sx_http_server *s, char *err, size_t errlen)
+{
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    const union MHD_DaemonInfo *info;
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL},
+                                    {MHD_OPTION_END, 0, NULL},
+                                    {MHD_OPTION_END, 0, NULL}};
+
+    /* 1. TLS: both files are read now so that a bad path fails the start. */
+    if (s->tls_cert_path) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            snprintf(err, errlen, "TLS requested but this libmicrohttpd has no TLS support");
+            return SX_EUNSUPPORTED;
+        }
+        if (!(s->tls_cert = read_file(s->tls_cert_path, err, errlen)) ||
+            !(s->tls_key = read_file(s->tls_key_path, err, errlen)))
+            return SX_EIO;
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key};
+    }
+    if (s->ipv6)
+        flags |= MHD_USE_IPv6;
+
+    /* 2. The daemon: an epoll loop per worker thread. */
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)s->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&s->addr,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, tls,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, errlen,
+                 "cannot start the HTTP server on port %d (address in use, bad TLS "
+                 "files or permissions; see the log above)",
+                 ntohs(s->ipv6 ? ((struct sockaddr_in6 *)&s->addr)->sin6_port
+                               : ((struct sockaddr_in *)&s->addr)->sin_port));
+        return SX_EIO;
+    }
+    info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : 0;
+    return SX_OK;
+}
+
+int sx_http_port(const sx_http_server *s)
+{
+    return s->daemon ? s->port : 0;
+}
+
+int sx_http_in_flight(const sx_http_server *s)
+{
+    return atomic_load_explicit(&((sx_http_server *)s)->metrics.in_flight,
+                                memory_order_relaxed);
+}
+
+static void wait_idle(sx_http_server *s, int64_t deadline_ns)
+{
+    while (sx_http_in_flight(s) > 0 && sx_time_mono_ns() < deadline_ns)
+        usleep(5000);
+}
+
+void sx_http_stop(sx_http_server *s, int timeout_ms)
+{
+    MHD_socket fd;
+
+    if (!s || !s->daemon || s->stopped)
+        return;
+    s->stopped = 1;
+
+    /* 1. Stop accepting; keep serving the connections we have. */
+    fd = MHD_quiesce_daemon(s->daemon);
+    /* The socket must stay open until MHD_stop_daemon() (worker threads may
+     * still hold it), but shutting it down makes new connections fail at
+     * once instead of waiting in the backlog. */
+    if (fd != MHD_INVALID_SOCKET)
+        shutdown(fd, SHUT_RDWR);
+
+    /* 2. Let in-flight requests (and streams) finish, up to the timeout. */
+    wait_idle(s, sx_time_mono_ns() + (int64_t)timeout_ms * 1000000);
+
+    /* 3. Cancel the streams still open: they end and run on_close. MHD
+     * must not be stopped with suspended connections. */
+    sx_http_streams_cancel_all(s);
+    wait_idle(s, sx_time_mono_ns() + 2000000000LL);
+    if (sx_http_in_flight(s) > 0)
+        SX_WARN("http", "stopping with %d requests still running", sx_http_in_flight(s));
+
+    /* 4. Close everything. */
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void sx_http_server_free(sx_http_server *s)
+{
+    if (!s)
+        return;
+    if (s->daemon && !s->stopped)
+        sx_http_stop(s, 0);
+    sx_http_router_clear(&s->router);
+    free(s->tls_cert_path);
+    free(s->tls_key_path);
+    free(s->tls_cert);
+    free(s->tls_key);
+    pthread_mutex_destroy(&s->streams_mu);
+    free(s);
+}

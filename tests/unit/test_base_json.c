@@ -1,0 +1,142 @@
+/* Tests of base/json: the request body parser's rules (duplicate keys,
+ * invalid UTF-8, depth limit, object-only top level, empty body, error
+ * positions) and the typed lookups. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "base/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *parse(const char *s, int depth, char *err)
+{
+    return sx_json_parse_object(s, strlen(s), depth, err, 256);
+}
+
+static void expect_error(const char *body, int depth, const char *needle)
+{
+    char err[256];
+    json_t *o = parse(body, depth, err);
+
+    if (o)
+        fail_msg("'%s' parsed but should not", body);
+    if (!strstr(err, needle))
+        fail_msg("error '%s' lacks '%s'", err, needle);
+}
+
+static void test_valid_object(void **state)
+{
+    char err[256];
+    json_t *o = parse(" {\"model\": \"m\", \"n\": 2, \"t\": 0.5, \"s\": true} \n", 0, err);
+
+    (void)state;
+    assert_non_null(o);
+    json_decref(o);
+}
+
+static void test_duplicate_keys(void **state)
+{
+    (void)state;
+    expect_error("{\"a\":1,\"a\":2}", 0, "duplicate");
+    expect_error("{\"x\":{\"b\":1,\"b\":1}}", 0, "duplicate");
+}
+
+static void test_invalid_utf8(void **state)
+{
+    (void)state;
+    expect_error("{\"a\":\"\xc3\x28\"}", 0, "not valid UTF-8");
+    expect_error("{\"a\":\"\xed\xa0\x80\"}", 0, "not valid UTF-8"); /* surrogate */
+    expect_error("{\"\xff\":1}", 0, "not valid UTF-8");
+}
+
+static void test_nul_in_string(void **state)
+{
+    char err[256];
+    const char body[] = "{\"a\":\"x\\u0000y\"}";
+
+    (void)state;
+    assert_null(sx_json_parse_object(body, sizeof(body) - 1, 0, err, sizeof(err)));
+    /* A raw NUL byte inside the buffer is rejected too. */
+    assert_null(sx_json_parse_object("{\"a\":\"x\0\"}", 9, 0, err, sizeof(err)));
+}
+
+static void test_depth_limit(void **state)
+{
+    char *deep = malloc(200001), err[256];
+    json_t *o;
+
+    (void)state;
+    /* Depth 3 is fine with limit 3; depth 4 is not, and says where. */
+    o = parse("{\"a\":{\"b\":[1]}}", 3, err);
+    assert_non_null(o);
+    json_decref(o);
+    expect_error("{\"a\":{\"b\":[[1]]}}", 3, "line 1, column 12");
+
+    /* Brackets inside strings do not count. */
+    o = parse("{\"a\":\"[[[[[[[[[[\\\"[[[[\"}", 2, err);
+    assert_non_null(o);
+    json_decref(o);
+
+    /* A huge nesting is refused quickly, without recursion. */
+    deep[0] = '{';
+    memcpy(deep + 1, "\"a\":", 4);
+    memset(deep + 5, '[', 199995);
+    deep[200000] = '\0';
+    expect_error(deep, 0, "deeper than 64");
+    free(deep);
+}
+
+static void test_top_level_and_empty(void **state)
+{
+    (void)state;
+    expect_error("[1,2]", 0, "must be a JSON object, not array");
+    expect_error("\"str\"", 0, "not string");
+    expect_error("42", 0, "not integer");
+    expect_error("", 0, "empty");
+    expect_error(" \r\n\t", 0, "empty");
+    expect_error("{} {}", 0, "line 1");
+    expect_error("{\n  \"a\": 1,\n  \"b\": }", 0, "line 3");
+}
+
+static void test_typed_lookups(void **state)
+{
+    char err[256];
+    json_t *o = parse("{\"s\":\"v\",\"i\":7,\"f\":1.5,\"b\":false,\"n\":null}", 0, err);
+    const char *s = NULL;
+    long long i = 0;
+    double f = 0;
+    int b = 1;
+
+    (void)state;
+    assert_non_null(o);
+    assert_int_equal(sx_json_get_str(o, "s", &s), 1);
+    assert_string_equal(s, "v");
+    assert_int_equal(sx_json_get_str(o, "i", &s), -1);
+    assert_int_equal(sx_json_get_str(o, "n", &s), 0);
+    assert_int_equal(sx_json_get_str(o, "missing", &s), 0);
+    assert_int_equal(sx_json_get_int(o, "i", &i), 1);
+    assert_int_equal(i, 7);
+    assert_int_equal(sx_json_get_int(o, "f", &i), -1);
+    assert_int_equal(sx_json_get_num(o, "i", &f), 1); /* integers are numbers */
+    assert_int_equal(sx_json_get_num(o, "f", &f), 1);
+    assert_true(f == 1.5);
+    assert_int_equal(sx_json_get_bool(o, "b", &b), 1);
+    assert_int_equal(b, 0);
+    assert_string_equal(sx_json_type_name(json_object_get(o, "f")), "number");
+    json_decref(o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_object),     cmocka_unit_test(test_duplicate_keys),
+        cmocka_unit_test(test_invalid_utf8),     cmocka_unit_test(test_nul_in_string),
+        cmocka_unit_test(test_depth_limit),      cmocka_unit_test(test_top_level_and_empty),
+        cmocka_unit_test(test_typed_lookups),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,287 @@
+/* Kernel tests: the AVX2 and AVX-512 dot products against the scalar
+ * reference for every weight type and every batch width 1..8; fp16/bf16
+ * conversions against the hardware; Q8 activation rounding; Q4_0/Q8_0
+ * weight quantization round trips; the thread pool. */
+#include <immintrin.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "engine/gguf.h"
+#include "engine/kernels.h"
+#include "engine/pool.h"
+#include "engine/quant.h"
+
+static uint64_t rng = 88172645463325252ULL;
+
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+/* Weight rows of `type` from random floats. */
+static void *make_weights(int type, int n, float *src)
+{
+    size_t bytes = (size_t)n / (size_t)sx_ggml_block_size(type) *
+                   (size_t)sx_ggml_type_size(type);
+    uint8_t *w = malloc(bytes);
+
+    for (int i = 0; i < n; i++)
+        src[i] = frand() * 0.1f;
+    switch (type) {
+    case SX_GGML_F32: memcpy(w, src, bytes); break;
+    case SX_GGML_F16:
+        for (int i = 0; i < n; i++)
+            ((uint16_t *)w)[i] = sx_f32_to_fp16(src[i]);
+        break;
+    case SX_GGML_BF16:
+        for (int i = 0; i < n; i++)
+            ((uint16_t *)w)[i] = sx_f32_to_bf16(src[i]);
+        break;
+    case SX_GGML_Q8_0: sx_quantize_q8_0(src, (sx_block_q8_0 *)w, n); break;
+    case SX_GGML_Q4_0: sx_quantize_q4_0(src, (sx_block_q4_0 *)w, n); break;
+    }
+    return w;
+}
+
+static void compare_tables(const sx_kernels *k)
+{
+    static const int types[] = {SX_GGML_F32, SX_GGML_F16, SX_GGML_BF16,
+                                SX_GGML_Q8_0, SX_GGML_Q4_0};
+    static const int sizes[] = {32, 64, 96, 160, 896, 4864};
+    const sx_kernels *ref = sx_kernels_scalar();
+
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
+        for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+            int type = types[ti], n = sizes[si];
+            /* Float types also get a length that leaves a scalar tail. */
+            int nn = sx_act_format(type) == SX_ACT_Q8 ? n : n + 7;
+            float *wsrc = malloc((size_t)nn * sizeof(float));
+            float *x = malloc((size_t)8 * nn * sizeof(float));
+            void *w = make_weights(type, nn, wsrc);
+            size_t rb = sx_act_row_bytes(type, nn);
+            void *act = aligned_alloc(64, 8 * rb);
+            float a[8], b[8];
+
+            for (int i = 0; i < 8 * nn; i++)
+                x[i] = frand() * (i % 3 == 0 ? 4.0f : 1.0f);
+            sx_act_prepare(ref, type, x, (size_t)nn, 8, nn, act);
+            for (int nx = 1; nx <= 8; nx++) {
+                sx_kernels_dot(ref, type)(nn, w, act, rb, nx, a);
+                sx_kernels_dot(k, type)(nn, w, act, rb, nx, b);
+                /* Integer types must agree bit for bit (same float order). */
+                for (int j = 0; j < nx; j++)
+                    if (sx_act_format(type) == SX_ACT_Q8 ? a[j] != b[j]
+                        : fabsf(a[j] - b[j]) > 1e-4f * (1.0f + fabsf(a[j])))
+                        fail_msg("%s %s n=%d nx=%d row %d: %g vs scalar %g",
+                                 k->name, sx_ggml_type_name(type), nn, nx, j,
+                                 b[j], a[j]);
+            }
+            free(wsrc);
+            free(x);
+            free(w);
+            free(act);
+        }
+}
+
+static void test_avx2_matches_scalar(void **state)
+{
+    const sx_kernels *k = sx_kernels_avx2();
+
+    (void)state;
+    if (!k) {
+        printf("skipped: no AVX2 on this CPU\n");
+        skip();
+    }
+    compare_tables(k);
+}
+
+static void test_avx512_matches_scalar(void **state)
+{
+    const sx_kernels *k = sx_kernels_avx512();
+
+    (void)state;
+    if (!k) {
+        printf("skipped: no AVX-512 VNNI on this CPU\n");
+        skip();
+    }
+    compare_tables(k);
+}
+
+/* Extreme weights: Q8_0 -128 and Q4_0 nibbles 0 and 15 against +-127. */
+static void test_extreme_blocks(void **state)
+{
+    const sx_kernels *tabs[3] = {sx_kernels_scalar(), sx_kernels_avx2(),
+                                 sx_kernels_avx512()};
+    sx_block_q8_0 w8[2];
+    sx_block_q4_0 w4[2];
+    sx_q8_block x[2];
+
+    (void)state;
+    for (int b = 0; b < 2; b++) {
+        w8[b].d = w4[b].d = sx_f32_to_fp16(1.0f);
+        x[b].d = 1.0f;
+        for (int i = 0; i < 32; i++) {
+            w8[b].qs[i] = -128;
+            x[b].qs[i] = (int8_t)(i % 2 ? 127 : -127);
+        }
+        for (int i = 0; i < 16; i++)
+            w4[b].qs[i] = (uint8_t)(i % 2 ? 0xf0 : 0x0f);
+    }
+    for (int t = 0; t < 3; t++) {
+        float o8, o4;
+        int32_t e4 = 0;
+
+        if (!tabs[t])
+            continue;
+        tabs[t]->dot_q8_0(64, w8, x, sizeof(x), 1, &o8);
+        tabs[t]->dot_q4_0(64, w4, x, sizeof(x), 1, &o4);
+        assert_true(o8 == 0.0f);  /* 16 * (-128*127) + 16 * (-128*-127) */
+        for (int b = 0; b < 2; b++)
+            for (int i = 0; i < 16; i++)
+                e4 += ((w4[b].qs[i] & 15) - 8) * x[b].qs[i] +
+                      ((w4[b].qs[i] >> 4) - 8) * x[b].qs[i + 16];
+        assert_true(o4 == (float)e4);
+    }
+}
+
+__attribute__((target("f16c"))) static uint16_t hw_to_fp16(float f)
+{
+    return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+
+__attribute__((target("f16c"))) static float hw_from_fp16(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+static void test_fp16_conversions(void **state)
+{
+    (void)state;
+    if (!__builtin_cpu_supports("avx2")) {
+        printf("skipped: no F16C\n");
+        skip();
+    }
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = sx_fp16_to_f32((uint16_t)h), b = hw_from_fp16((uint16_t)h);
+
+        if (isnan(b))
+            assert_true(isnan(a));
+        else
+            assert_memory_equal(&a, &b, 4);
+    }
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t bits = (uint32_t)(rng >> 16);
+        float f;
+
+        frand();
+        memcpy(&f, &bits, 4);
+        if (isnan(f))
+            continue;
+        if (sx_f32_to_fp16(f) != hw_to_fp16(f))
+            fail_msg("fp16(%a) = %04x, hardware %04x", (double)f,
+                     sx_f32_to_fp16(f), hw_to_fp16(f));
+    }
+    assert_int_equal(sx_f32_to_bf16(1.0f), 0x3f80);
+    assert_true(sx_bf16_to_f32(sx_f32_to_bf16(3.140625f)) == 3.140625f);
+}
+
+static void test_quantize(void **state)
+{
+    float x[64], y[64];
+    sx_q8_block q[2];
+    sx_block_q8_0 b8[2];
+    sx_block_q4_0 b4[2];
+
+    (void)state;
+    for (int i = 0; i < 64; i++)
+        x[i] = (float)(i - 20) * 0.25f;
+    x[40] = 0.0f;
+    sx_quantize_q8(x, q, 64);
+    /* Block 0: max |x| = 5.0, so d = 5/127 and x = -5 -> -127. */
+    assert_true(q[0].d == sx_fp16_to_f32(sx_f32_to_fp16(5.0f / 127.0f)));
+    assert_int_equal(q[0].qs[0], -127);
+    assert_int_equal(q[0].qs[20], 0);
+    assert_int_equal(q[1].qs[31], 127);   /* x = 10.75, the block max */
+    sx_quantize_q8_0(x, b8, 64);
+    sx_dequantize_row(SX_GGML_Q8_0, b8, y, 64);
+    for (int i = 0; i < 64; i++)
+        assert_true(fabsf(x[i] - y[i]) <= 11.0f / 127.0f / 2 + 1e-3f);
+    sx_quantize_q4_0(x, b4, 64);
+    sx_dequantize_row(SX_GGML_Q4_0, b4, y, 64);
+    for (int i = 0; i < 64; i++)
+        assert_true(fabsf(x[i] - y[i]) <= 11.0f / 8.0f / 2 + 1e-3f);
+    assert_int_equal(sx_dequantize_row(SX_GGML_Q4_K, b4, y, 64),
+                     SX_EUNSUPPORTED);
+}
+
+typedef struct pool_ctx {
+    long parts[64];
+    int n;
+} pool_ctx;
+
+static void pool_sum(void *ctx, int ith, int nth)
+{
+    pool_ctx *c = ctx;
+    int lo, hi;
+    long s = 0;
+
+    sx_pool_split(c->n, 4, ith, nth, &lo, &hi);
+    for (int i = lo; i < hi; i++)
+        s += i;
+    c->parts[ith] = s;
+}
+
+static void test_pool(void **state)
+{
+    (void)state;
+    assert_null(sx_pool_new(0));
+    sx_pool_free(NULL);
+    for (int nt = 1; nt <= 4; nt++) {
+        sx_pool *p = sx_pool_new(nt);
+
+        assert_non_null(p);
+        assert_int_equal(sx_pool_size(p), nt);
+        for (int round = 0; round < 2000; round++) {
+            pool_ctx c = {.n = 1000 + round};
+            long total = 0;
+
+            sx_pool_run(p, pool_sum, &c);
+            for (int i = 0; i < nt; i++)
+                total += c.parts[i];
+            assert_int_equal(total, (long)c.n * (c.n - 1) / 2);
+            if (round == 1000) {
+                /* Let the workers fall asleep, then wake them. */
+                struct timespec ts = {0, 5000000};
+
+                nanosleep(&ts, NULL);
+            }
+        }
+        sx_pool_free(p);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_avx2_matches_scalar),
+        cmocka_unit_test(test_avx512_matches_scalar),
+        cmocka_unit_test(test_extreme_blocks),
+        cmocka_unit_test(test_fp16_conversions),
+        cmocka_unit_test(test_quantize),
+        cmocka_unit_test(test_pool),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
