@@ -63,7 +63,7 @@ static int make_dirs(const char *path, char *err, size_t errlen)
             continue;
         buf[i] = '\0';
         if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "mkdir(\"%s\") failed: %s", buf, strerror(errno));
+            snprintf(err, errlen, "mkdir(\"%.200s\") failed: %s", buf, strerror(errno));
             return SX_EIO;
         }
         buf[i] = path[i];

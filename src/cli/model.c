@@ -409,7 +409,7 @@ int sx_cli_model(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
         if (strcmp(a, "--help") == 0) {
@@ -434,7 +434,6 @@ int sx_cli_model(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        i++;
     }
     if (!shape || !type || !out) {
         usage(stderr);

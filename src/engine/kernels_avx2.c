@@ -2,6 +2,7 @@
  * (or 8 floats) of weights and multiplies it into up to 8 accumulators, one
  * per activation row. Integer blocks use the sign trick: |w| (unsigned) times
  * x with w's sign, through vpmaddubsw, which cannot saturate for |x| <= 127. */
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "engine/gguf.h"
@@ -137,9 +138,14 @@ static const sx_kernels avx2 = {
 
 const sx_kernels *sx_kernels_avx2(void)
 {
+    unsigned a, b, c, d;
+
+    /* F16C is CPUID.1:ECX bit 29 (not every compiler names it for
+     * __builtin_cpu_supports). */
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29)))
+        return NULL;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return &avx2;
     return NULL;
 }

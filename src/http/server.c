@@ -173,7 +173,7 @@ void sx_http_reply_json(sx_http_req *r, int status, json_t *body)
         json_decref(body);
         return;
     }
-    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(body);
     if (!text) {
         /* Only out-of-memory (or a NULL body) gets here; answer something. */

@@ -71,7 +71,7 @@ static void compare_tables(const sx_kernels *k)
             float *x = malloc((size_t)8 * nn * sizeof(float));
             void *w = make_weights(type, nn, wsrc);
             size_t rb = sx_act_row_bytes(type, nn);
-            void *act = aligned_alloc(64, 8 * rb);
+            void *act = aligned_alloc(64, (8 * rb + 63) / 64 * 64);
             float a[8], b[8];
 
             for (int i = 0; i < 8 * nn; i++)
