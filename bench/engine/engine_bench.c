@@ -5,7 +5,7 @@
  * JSON object with the median of each measurement, plus the bytes of
  * weights one decode step reads.
  * Usage: engine_bench --model F.gguf --threads N [--prompt 128] [--gen 32]
- *        [--conc-gen 16] [--runs 3] [--conc 1,2,4,8] */
+ *        [--conc-gen 16] [--runs 1] [--conc 1,2,4,8] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,7 +145,7 @@ static double weight_bytes(const sx_model *m)
 
 static void parse(int argc, char **argv, opts *o)
 {
-    *o = (opts){.prompt = 128, .gen = 32, .conc_gen = 16, .runs = 3,
+    *o = (opts){.prompt = 128, .gen = 32, .conc_gen = 16, .runs = 1,
                 .conc = {1, 2, 4, 8}, .n_conc = 4};
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -224,6 +224,17 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < o.prompt; i++)
         prompt[i] = prompt_token(i, 0);
+
+    /* Warm-up, untimed: one pass faults every weight page in. */
+    {
+        sx_batch_item it = {.seq = seqs[0], .tokens = prompt,
+                            .n_tokens = o.prompt < 8 ? o.prompt : 8,
+                            .pos = -1, .logits = SX_LOGITS_LAST,
+                            .out = b.logits};
+
+        step(&b, &it, 1);
+        sx_seq_reset(seqs[0]);
+    }
 
     /* Prefill of prompt - 1 tokens without logits, then decode of gen + 1
      * tokens from the last prompt token, like llama_bench.mjs. */

@@ -3,11 +3,11 @@
 // prompt and generation lengths, same thread count). Prints one JSON object
 // with the median of each measurement.
 // Usage: node llama_bench.mjs --model F.gguf --threads N [--prompt 128]
-//        [--gen 32] [--conc-gen 16] [--runs 3] [--conc 1,2,4,8]
+//        [--gen 32] [--conc-gen 16] [--runs 1] [--conc 1,2,4,8]
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 
 function parseArgs(argv) {
-    const a = { prompt: 128, gen: 32, concGen: 16, runs: 3, conc: "1,2,4,8" };
+    const a = { prompt: 128, gen: 32, concGen: 16, runs: 1, conc: "1,2,4,8" };
     for (let i = 2; i + 1 < argv.length; i += 2) {
         const k = argv[i], v = argv[i + 1];
         if (k === "--model") a.model = v;
@@ -69,6 +69,8 @@ async function main() {
         const seq = ctx.getSequence();
         const prompt = promptTokens(a.prompt, 0);
         const pre = [], dec = [];
+        // Warm-up, untimed: one pass faults every weight page in.
+        await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(0, 8));
         for (let r = 0; r < a.runs; r++) {
             await seq.clearHistory();
             let t = now();

@@ -7,7 +7,9 @@
 #   --threads N     compute threads for both engines (default: all CPUs)
 #   --model FILE    use this GGUF instead of synthesizing one
 #   --shape NAME    shape to synthesize (default qwen2.5-0.5b)
-#   --runs N        repetitions per measurement; medians are reported (3)
+#   --rounds N      rounds; each runs synapsex then llama.cpp, so that load
+#                   from elsewhere hits both alike; medians are reported (3)
+#   --runs N        repetitions inside each round (1)
 #   --prompt N      prompt tokens for the prefill measurement (128)
 #   --gen N         tokens for the single-sequence decode measurement (32)
 #   --conc-gen N    tokens per sequence in the concurrent runs (16)
@@ -19,7 +21,8 @@ out="$root/bench/out"
 threads=$(nproc)
 model=""
 shape="qwen2.5-0.5b"
-runs=3
+rounds=3
+runs=1
 prompt=128
 gen=32
 conc_gen=16
@@ -29,11 +32,12 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
     --shape) shape=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --prompt) prompt=$2; shift 2 ;;
     --gen) gen=$2; shift 2 ;;
     --conc-gen) conc_gen=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -68,16 +72,18 @@ if [ -z "$model" ]; then
     fi
 fi
 
-# 4. Measure. Each side runs alone on the machine, one after the other.
+# 4. Measure, alternating the two sides round by round.
 args=(--model "$model" --threads "$threads" --prompt "$prompt" --gen "$gen"
       --conc-gen "$conc_gen" --runs "$runs")
 echo "== memory bandwidth ($threads threads)" >&2
 bw=$("$out/bwprobe" --threads "$threads" --mib 1024 | awk '{print $2}')
-echo "== synapsex" >&2
-sx=$("$out/engine_bench" "${args[@]}")
-echo "== llama.cpp" >&2
-ll=$(cd "$here" && node llama_bench.mjs "${args[@]}")
-
-echo "$sx" > "$out/engine_synapsex.json"
-echo "$ll" > "$out/engine_llamacpp.json"
-node "$here/report.mjs" "$bw" "$sx" "$ll" "$model"
+: > "$out/engine_synapsex.jsonl"
+: > "$out/engine_llamacpp.jsonl"
+for r in $(seq 1 "$rounds"); do
+    echo "== round $r/$rounds: synapsex" >&2
+    "$out/engine_bench" "${args[@]}" >> "$out/engine_synapsex.jsonl"
+    echo "== round $r/$rounds: llama.cpp" >&2
+    (cd "$here" && node llama_bench.mjs "${args[@]}") >> "$out/engine_llamacpp.jsonl"
+done
+node "$here/report.mjs" "$bw" "$out/engine_synapsex.jsonl" \
+    "$out/engine_llamacpp.jsonl" "$model"

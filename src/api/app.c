@@ -74,8 +74,9 @@ int sx_app_is_admin(struct sx_app *app, sx_http_req *r)
     struct sx_principal p;
     struct sx_refusal why;
 
-    return sx_auth_principal(app->tenancy, sx_http_header(r, "Authorization"), &p, &why) == 0 &&
-           p.kind == SX_KEY_ADMIN;
+    if (sx_auth_principal(app->tenancy, sx_http_header(r, "Authorization"), &p, &why) != 0)
+        return -1;
+    return p.kind == SX_KEY_ADMIN;
 }
 
 void sx_app_close(struct sx_app *app)

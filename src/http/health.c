@@ -32,6 +32,7 @@ static void metrics(sx_http_req *r, void *ctx)
     char *text = NULL;
     size_t len = 0;
     FILE *out;
+    int admin;
 
     /* 1. Admin only: no key is 401, any other key is 403. */
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0') {
@@ -41,7 +42,15 @@ static void metrics(sx_http_req *r, void *ctx)
                             "Bearer sk-admin-...");
         return;
     }
-    if (!s->is_admin || s->is_admin(s->health_ctx, r) != 1) {
+    admin = s->is_admin ? s->is_admin(s->health_ctx, r) : 0;
+    if (admin < 0) {
+        sx_http_set_header(r, "WWW-Authenticate", "Bearer");
+        sx_http_reply_error(r, 401, "invalid_api_key", NULL,
+                            "GET /metrics: the key is not valid (unknown, revoked or "
+                            "expired); send a current admin key");
+        return;
+    }
+    if (admin != 1) {
         sx_http_reply_error(r, 403, "admin_key_required", NULL,
                             "GET /metrics needs an admin key; this key is not one");
         return;

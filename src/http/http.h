@@ -133,12 +133,31 @@ int sx_http_stream_comment(sx_http_stream *st, const char *text);
  * afterwards. Returns 0, or SX_ECANCELED if the client had gone. */
 int sx_http_stream_finish(sx_http_stream *st);
 
+/* Deferred replies, for a handler whose status is known only later (an
+ * upstream call, an engine job): sx_http_defer() suspends the connection
+ * and returns a stream that no response has been started for yet; the
+ * handler returns at once. Any thread then sets headers with
+ * sx_http_stream_header(), calls sx_http_stream_begin() exactly once with
+ * the status and content type (the headers go out then), pushes the body
+ * with sx_http_stream_write()/send() (data pushed before begin is kept)
+ * and ends with sx_http_stream_finish(). A JSON reply is begin + write +
+ * finish. on_close is as for sx_http_stream_start(); a server stop before
+ * begin answers 503 itself. */
+sx_http_stream *sx_http_defer(sx_http_req *r, void (*on_close)(void *ctx), void *ctx);
+/* Adds a response header before begin. 0, SX_EINVAL after begin,
+ * SX_ECANCELED once the client is gone. */
+int sx_http_stream_header(sx_http_stream *st, const char *name, const char *value);
+/* Starts the response of a deferred stream. 0, SX_EINVAL (not deferred,
+ * or begun twice), SX_ECANCELED once the client is gone. */
+int sx_http_stream_begin(sx_http_stream *st, int status, const char *content_type);
+
 /* ---- Health and metrics ------------------------------------------------- */
 
 /* Registers GET /healthz (200 {"status":"ok"}, no auth), GET /readyz (200
  * {"status":"ready"} when ready(ctx) returns 1, else 503) and GET /metrics
- * (Prometheus text; 401 without a bearer key, 403 unless is_admin(ctx, r)
- * returns 1). Returns 0 or sx_http_route's error. */
+ * (Prometheus text). is_admin(ctx, r) returns 1 for an admin key, 0 for
+ * another valid key (403) and -1 when the key does not authenticate (401).
+ * Returns 0 or sx_http_route's error. */
 int sx_http_route_health(sx_http_server *s, int (*ready)(void *ctx),
                          int (*is_admin)(void *ctx, sx_http_req *r), void *ctx);
 

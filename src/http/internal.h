@@ -112,5 +112,8 @@ int sx_http_queue(sx_http_req *r, int status, struct MHD_Response *resp);
 /* Stream hooks for the server. */
 void sx_http_stream_completed(sx_http_stream *st);
 void sx_http_streams_cancel_all(sx_http_server *s);
+/* Called when a deferred request's connection resumes: queues the begun
+ * response (or 503 when the server is stopping), else parks it again. */
+void sx_http_stream_resumed(sx_http_req *r);
 
 #endif

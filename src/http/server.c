@@ -11,6 +11,7 @@
 #include "base/time.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -445,7 +446,7 @@ static void req_dispatch(sx_http_req *r)
         return;
     }
     e->fn(r, e->ctx);
-    if (!r->replied) {
+    if (!r->replied && !r->stream) {
         SX_ERROR("http", "%s: handler for %s %s returned without a reply", r->id, r->method,
                  e->pattern);
         sx_http_reply_error(r, 500, NULL, NULL, "internal error: the request got no reply");
@@ -480,9 +481,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
+    if (r->stream && !r->replied) {
+        /* A deferred reply woke up: its producer began the response. */
+        sx_http_stream_resumed(r);
+        return MHD_YES;
+    }
     if (!r->replied)
         req_dispatch(r);
-    return r->replied ? MHD_YES : MHD_NO;
+    return r->replied || r->stream ? MHD_YES : MHD_NO;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -628,6 +634,34 @@ static char *read_file(const char *path, char *err, size_t errlen)
     return buf;
 }
 
+/* Decodes %XX escapes in paths and query values, except %00: a NUL would
+ * end the C string early and make "/v1/tenants/x%00y" look up "x". Left
+ * encoded, such an id simply names nothing and a query value fails its
+ * validation. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    char *in = s, *out = s;
+
+    (void)cls;
+    (void)conn;
+    while (*in) {
+        if (in[0] == '%' && isxdigit((unsigned char)in[1]) &&
+            isxdigit((unsigned char)in[2])) {
+            char hex[3] = {in[1], in[2], '\0'};
+            char c = (char)strtol(hex, NULL, 16);
+
+            if (c != '\0') {
+                *out++ = c;
+                in += 3;
+                continue;
+            }
+        }
+        *out++ = *in++;
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 int sx_http_start(sx_http_server *s, char *err, size_t errlen)
 {
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
@@ -659,7 +693,7 @@ int sx_http_start(sx_http_server *s, char *err, size_t errlen)
         MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)s->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&s->addr,
+        on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&s->addr,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, tls,
         MHD_OPTION_END);

@@ -25,6 +25,11 @@ struct sx_http_stream {
     int finished;                /* producer called finish */
     int gone;                    /* the connection completed or was cancelled */
     int cancel;                  /* server stopping: end with an error */
+    sx_http_req *req;            /* deferred: the request until it completes */
+    int parked;                  /* deferred: suspended awaiting begin */
+    int begun;                   /* deferred: status and type chosen */
+    int status;
+    char ctype[64];
     void (*on_close)(void *ctx);
     void *ctx;
     sx_http_stream *next, *prev; /* the server's live list */
@@ -74,6 +79,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
     return n;
 }
 
+static void stream_link(sx_http_server *s, sx_http_stream *st)
+{
+    atomic_fetch_add_explicit(&s->metrics.streams, 1, memory_order_relaxed);
+    pthread_mutex_lock(&s->streams_mu);
+    st->next = s->streams;
+    if (s->streams)
+        s->streams->prev = st;
+    s->streams = st;
+    pthread_mutex_unlock(&s->streams_mu);
+}
+
 sx_http_stream *sx_http_stream_start(sx_http_req *r, int status,
                                      void (*on_close)(void *ctx), void *ctx)
 {
@@ -108,15 +124,114 @@ sx_http_stream *sx_http_stream_start(sx_http_req *r, int status,
         return NULL;
     }
     r->stream = st;
-    atomic_fetch_add_explicit(&s->metrics.streams, 1, memory_order_relaxed);
-
-    pthread_mutex_lock(&s->streams_mu);
-    st->next = s->streams;
-    if (s->streams)
-        s->streams->prev = st;
-    s->streams = st;
-    pthread_mutex_unlock(&s->streams_mu);
+    stream_link(s, st);
     return st;
+}
+
+sx_http_stream *sx_http_defer(sx_http_req *r, void (*on_close)(void *ctx), void *ctx)
+{
+    sx_http_stream *st;
+
+    if (r->replied || r->stream) {
+        SX_ERROR("http", "%s: reply deferred after a reply", r->id);
+        return NULL;
+    }
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    pthread_mutex_init(&st->mu, NULL);
+    st->srv = r->srv;
+    st->conn = r->conn;
+    st->req = r;
+    st->refs = 2;
+    st->on_close = on_close;
+    st->ctx = ctx;
+    st->parked = 1;
+    r->stream = st;
+    stream_link(r->srv, st);
+    MHD_suspend_connection(r->conn);
+    return st;
+}
+
+int sx_http_stream_header(sx_http_stream *st, const char *name, const char *value)
+{
+    int rc = SX_OK;
+
+    pthread_mutex_lock(&st->mu);
+    if (st->gone || st->cancel)
+        rc = SX_ECANCELED;
+    else if (!st->req || st->begun)
+        rc = SX_EINVAL;
+    else
+        sx_http_set_header(st->req, name, value);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Chooses the status; the parked connection wakes up and queues it. */
+static int stream_begin_locked(sx_http_stream *st, int status, const char *content_type)
+{
+    if (st->gone || st->cancel)
+        return SX_ECANCELED;
+    if (!st->req || st->begun)
+        return SX_EINVAL;
+    st->begun = 1;
+    st->status = status;
+    snprintf(st->ctype, sizeof(st->ctype), "%s", content_type);
+    if (st->parked) {
+        st->parked = 0;
+        MHD_resume_connection(st->conn);
+    }
+    return SX_OK;
+}
+
+int sx_http_stream_begin(sx_http_stream *st, int status, const char *content_type)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = stream_begin_locked(st, status, content_type);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+void sx_http_stream_resumed(sx_http_req *r)
+{
+    sx_http_stream *st = r->stream;
+    struct MHD_Response *resp;
+    int status, cancel;
+    char ctype[64];
+
+    pthread_mutex_lock(&st->mu);
+    cancel = st->cancel && !st->begun;
+    if (!cancel && !st->begun) {
+        /* Woken without a status (should not happen): wait again. */
+        st->parked = 1;
+        MHD_suspend_connection(st->conn);
+        pthread_mutex_unlock(&st->mu);
+        return;
+    }
+    status = st->status;
+    memcpy(ctype, st->ctype, sizeof(ctype));
+    pthread_mutex_unlock(&st->mu);
+
+    if (cancel) {
+        sx_http_set_header(r, "Retry-After", "1");
+        sx_http_reply_error(r, 503, "shutting_down", NULL,
+                            "the server is shutting down; retry the request");
+        return;
+    }
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st,
+                                             NULL);
+    if (resp) {
+        MHD_add_response_header(resp, "Content-Type", ctype);
+        if (strcmp(ctype, "text/event-stream") == 0) {
+            MHD_add_response_header(resp, "Cache-Control", "no-cache");
+            MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+        }
+    }
+    if (!sx_http_queue(r, status, resp))
+        SX_ERROR("http", "%s: could not queue the deferred response", r->id);
 }
 
 /* Appends parts to the queue and wakes the connection. */
@@ -186,6 +301,17 @@ int sx_http_stream_finish(sx_http_stream *st)
         return SX_EINVAL;
     pthread_mutex_lock(&st->mu);
     rc = st->gone || st->cancel ? SX_ECANCELED : SX_OK;
+    if (rc == SX_OK && st->req && !st->begun) {
+        /* Finished without a status: answer 500 rather than hang. */
+        static const char body[] = "{\"error\":{\"message\":\"internal error: the "
+                                   "request got no reply\",\"type\":\"server_error\","
+                                   "\"param\":null,\"code\":null}}";
+        st->off = st->len = 0;
+        pthread_mutex_unlock(&st->mu);
+        stream_push(st, body, sizeof(body) - 1, "", 0, "", 0);
+        pthread_mutex_lock(&st->mu);
+        stream_begin_locked(st, 500, "application/json");
+    }
     st->finished = 1;
     if (st->suspended && !st->gone) {
         st->suspended = 0;
@@ -217,7 +343,9 @@ void sx_http_stream_completed(sx_http_stream *st)
     pthread_mutex_lock(&st->mu);
     st->gone = 1;
     st->conn = NULL;
+    st->req = NULL;
     st->suspended = 0;
+    st->parked = 0;
     notify = !st->finished && st->on_close;
     pthread_mutex_unlock(&st->mu);
     if (notify)
@@ -254,8 +382,9 @@ void sx_http_streams_cancel_all(sx_http_server *s)
 
         pthread_mutex_lock(&st->mu);
         st->cancel = 1;
-        if (st->suspended && st->conn) {
+        if ((st->suspended || st->parked) && st->conn) {
             st->suspended = 0;
+            st->parked = 0;
             MHD_resume_connection(st->conn);
         }
         pthread_mutex_unlock(&st->mu);

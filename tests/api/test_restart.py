@@ -5,7 +5,6 @@ SIGTERM and even a SIGKILL right after the response."""
 import os
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
