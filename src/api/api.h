@@ -9,12 +9,15 @@
 
 #include "api/app.h"
 #include "http/http.h"
+#include "metering/metering.h"
 #include "store/store.h"
 #include "tenancy/tenancy.h"
 
 struct sx_app {
     sx_store *store;
     sx_tenancy *tenancy;
+    sx_meter *meter; /* rate limits, quotas, usage ledger */
+    struct sx_serving *serving; /* model catalogue, completions (api/serving.h) */
 };
 
 /* Authenticates the request's key into p. */
@@ -55,5 +58,6 @@ int sx_api_tenants_routes(struct sx_app *app, sx_http_server *srv);
 int sx_api_settings_routes(struct sx_app *app, sx_http_server *srv);
 int sx_api_keys_routes(struct sx_app *app, sx_http_server *srv);
 int sx_api_admin_routes(struct sx_app *app, sx_http_server *srv);
+int sx_api_usage_routes(struct sx_app *app, sx_http_server *srv);
 
 #endif

@@ -2,6 +2,7 @@
  * in order, registers every /v1 route, and closes them in reverse. The
  * generated admin key is printed here, on stdout, and nowhere else. */
 #include "api/api.h"
+#include "api/serving.h"
 
 #include "base/config.h"
 #include "base/err.h"
@@ -43,6 +44,16 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
         fflush(stdout);
         explicit_bzero(admin_key, sizeof(admin_key));
     }
+
+    /* 3. Metering: usage ledger tables, today's quota use, purge hook. */
+    app->meter = sx_meter_open(app->store, app->tenancy, err, errlen);
+    if (!app->meter)
+        goto fail;
+    /* 4. Serving: the model catalogue (loads local models) and the
+     * threads that finish completions. */
+    app->serving = sx_serving_open(cfg, err, errlen);
+    if (!app->serving)
+        goto fail;
     SX_INFO("app", "store %s ready", sx_store_backend(app->store));
     return app;
 
@@ -61,6 +72,16 @@ int sx_app_register_routes(struct sx_app *app, sx_http_server *srv)
         rc = sx_api_keys_routes(app, srv);
     if (rc == 0)
         rc = sx_api_admin_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_usage_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_chat_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_completions_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_embeddings_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_models_routes(app, srv);
     return rc;
 }
 
@@ -83,6 +104,8 @@ void sx_app_close(struct sx_app *app)
 {
     if (!app)
         return;
+    sx_serving_close(app->serving); /* settles what it cancels */
+    sx_meter_close(app->meter);
     sx_tenancy_close(app->tenancy);
     sx_store_close(app->store);
     free(app);

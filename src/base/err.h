@@ -1,27 +1,12 @@
-/* Error codes shared by every module. Functions return 0 or a negative SX_E*
- * code; constructors return a pointer or NULL. sx_strerror() names a code. */
+/* Error codes shared by every module: 0 or a negative SX_E* code. The codes
+ * themselves live in the engine's public header (the engine is built as its
+ * own library and cannot include base/); this header adds their names. */
 #ifndef SX_BASE_ERR_H
 #define SX_BASE_ERR_H
 
-enum {
-    SX_OK = 0,
-    SX_ENOMEM = -1,     /* allocation failed */
-    SX_EINVAL = -2,     /* bad argument or malformed input */
-    SX_EIO = -3,        /* read/write/syscall failure; errno was logged */
-    SX_ENOTFOUND = -4,  /* no such object */
-    SX_EEXIST = -5,     /* object already exists (unique constraint) */
-    SX_EPERM = -6,      /* caller may not do this */
-    SX_EAUTH = -7,      /* missing or invalid credentials */
-    SX_ELIMIT = -8,     /* a rate limit or quota refused the work */
-    SX_EBUSY = -9,      /* temporarily unable; retry later */
-    SX_EUNSUPPORTED = -10, /* valid input naming something we do not do */
-    SX_ETOOBIG = -11,   /* input larger than a configured limit */
-    SX_ESTORE = -12,    /* the store failed (SQL error, corruption) */
-    SX_ETIMEOUT = -13,  /* an operation ran past its deadline */
-    SX_EUPSTREAM = -14, /* an upstream server failed or answered badly */
-    SX_ECANCELED = -15, /* the work was cancelled (client went away) */
-};
+#include "engine/errors.h"
 
+/* A short English name for code ("not found"); never NULL. */
 const char *sx_strerror(int code);
 
 #endif

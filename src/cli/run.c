@@ -1,4 +1,5 @@
-/* `synapsex run`: completes a raw prompt with a local GGUF model. The prompt
+/* `synapsex run`: completes a raw prompt with a local GGUF model (and an
+ * optional LoRA adapter in llama.cpp's GGUF format). The prompt
  * is tokenized as the model's metadata says (BOS where the model adds one,
  * no chat template); generation goes through the engine scheduler as one
  * job, and only the generated text reaches stdout, streamed as whole UTF-8
@@ -51,7 +52,7 @@ static void usage(FILE *out)
             "\n"
             "options:\n"
             "  --model FILE.gguf        model to load (llama, qwen2)\n"
-            "  --lora FILE.gguf[:SCALE] LoRA adapter (not supported yet)\n"
+            "  --lora FILE.gguf[:SCALE] apply a LoRA adapter (scale default 1)\n"
             "  --prompt TEXT            text to complete\n"
             "  --max-tokens N           tokens to generate (default 128)\n"
             "  --temperature T          0 = greedy (default 0.8)\n"
@@ -95,6 +96,26 @@ static int parse_float(const char *s, float lo, float hi, float *out)
     if (errno || end == s || *end || !(v >= lo && v <= hi))
         return -1;
     *out = v;
+    return 0;
+}
+
+/* Splits FILE[:SCALE]. A suffix after the last ':' that is not a number
+ * belongs to the path. 0, or -1 for a bad scale or an over-long path. */
+static int parse_lora(const char *spec, char *path, size_t cap, float *scale)
+{
+    const char *colon = strrchr(spec, ':');
+    size_t n = strlen(spec);
+    float v;
+
+    *scale = 1.0f;
+    if (colon && colon[1] && parse_float(colon + 1, -100.0f, 100.0f, &v) == 0) {
+        *scale = v;
+        n = (size_t)(colon - spec);
+    }
+    if (n == 0 || n >= cap)
+        return -1;
+    memcpy(path, spec, n);
+    path[n] = '\0';
     return 0;
 }
 
@@ -223,6 +244,9 @@ int sx_cli_run(int argc, char **argv)
     sx_model *m = NULL;
     sx_tokenizer *tok = NULL;
     sx_sched *sched = NULL;
+    sx_lora *lora = NULL;
+    char lora_path[4096];
+    float lora_scale = 1.0f;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     sx_sched_config cfg = {0};
@@ -239,12 +263,11 @@ int sx_cli_run(int argc, char **argv)
     }
     if (rc)
         return rc;
-    if (o.lora) {
-        /* Limitation: the engine's forward pass has no adapter path yet
-         * (sx_engine_decode answers SX_EUNSUPPORTED for one). */
-        fprintf(stderr, "synapsex run: --lora is not supported yet: the "
-                        "engine cannot apply LoRA adapters in this build\n");
-        return 1;
+    if (o.lora && parse_lora(o.lora, lora_path, sizeof(lora_path),
+                             &lora_scale) != 0) {
+        fprintf(stderr, "synapsex run: bad --lora \"%s\": expected "
+                        "FILE.gguf or FILE.gguf:SCALE\n", o.lora);
+        return 2;
     }
     if (o.threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -262,6 +285,14 @@ int sx_cli_run(int argc, char **argv)
         goto done;
     }
     info = sx_model_get_info(m);
+    if (o.lora) {
+        lora = sx_lora_load(m, lora_path, &rc, err, sizeof(err));
+        if (!lora) {
+            fprintf(stderr, "synapsex run: cannot use adapter %s: %s\n",
+                    lora_path, err);
+            goto done;
+        }
+    }
     tok = sx_tokenizer_from_gguf(sx_model_gguf(m), err, sizeof(err));
     if (!tok) {
         fprintf(stderr, "synapsex run: %s: no usable tokenizer: %s\n",
@@ -313,6 +344,8 @@ int sx_cli_run(int argc, char **argv)
     jp.sample.top_p = o.top_p;
     jp.sample.top_k = o.top_k;
     jp.sample.seed = o.seed;
+    jp.adapter = lora;
+    jp.lora_scale = lora_scale;
     jp.on_token = on_token;
     jp.on_done = on_done;
     jp.user = &st;
@@ -346,6 +379,7 @@ done:
     sx_sched_free(sched);
     free(ids);
     sx_tokenizer_free(tok);
+    sx_lora_free(lora);
     sx_model_free(m);
     sx_engine_set_log(NULL, NULL);
     return status;

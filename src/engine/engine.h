@@ -79,6 +79,42 @@ const sx_model_info *sx_model_get_info(const sx_model *m);
 /* The model's GGUF handle (metadata, tokenizer keys); owned by the model. */
 const sx_gguf *sx_model_gguf(const sx_model *m);
 
+/* --- LoRA adapters -------------------------------------------------------- */
+
+#define SX_LORA_MAX_RANK 256
+
+/* An adapter in llama.cpp's GGUF format (general.type "adapter",
+ * adapter.type "lora", adapter.lora.alpha, general.architecture of the base,
+ * tensors blk.N.<matrix>.weight.lora_a with ne [n_in, r] and .lora_b with
+ * ne [r, n_out]; F32, F16 or BF16). A batch item applying it at scale s
+ * computes y = W x + s * (alpha / r) * B (A x) for every adapted matrix
+ * (s alone when alpha is 0), as llama.cpp does. */
+typedef struct sx_lora_info {
+    const char *arch;       /* general.architecture */
+    const char *name;       /* general.name, or "" */
+    int rank;               /* the largest rank of its matrices */
+    float alpha;            /* adapter.lora.alpha; 0 when absent */
+    int n_matrices;         /* base matrices it adapts */
+    int type;               /* enum sx_ggml_type of its first lora_a */
+    uint64_t n_bytes;       /* memory it holds */
+} sx_lora_info;
+
+/* Reads an adapter and checks it against the base model m: architecture,
+ * every tensor naming an adaptable matrix of m (attn_q/k/v/output,
+ * ffn_gate/up/down of an existing layer) with both halves present, shapes,
+ * ranks 1..SX_LORA_MAX_RANK, types, finite values. The adapter is copied
+ * into memory (the file is not kept open) and may be used only with m.
+ * Failures: SX_EINVAL with a message naming the tensor or key,
+ * SX_EUNSUPPORTED (a tensor type or target the engine does not apply),
+ * SX_ENOMEM. The code is stored in *rc when rc is not NULL. */
+sx_lora *sx_lora_load(const sx_model *m, const char *path, int *rc,
+                      char *err, size_t errlen);
+/* Same from a GGUF file held in memory (not kept after the call). */
+sx_lora *sx_lora_load_buffer(const sx_model *m, const void *data, size_t len,
+                             int *rc, char *err, size_t errlen);
+void sx_lora_free(sx_lora *a);
+const sx_lora_info *sx_lora_get_info(const sx_lora *a);
+
 /* --- KV cache and sequences ----------------------------------------------- */
 
 #define SX_KV_PAGE 16 /* positions per page */
@@ -119,17 +155,20 @@ typedef struct sx_batch_item {
                                append at sx_seq_len(seq) */
     int logits;             /* enum sx_logits_mode */
     float *out;             /* n_vocab floats per row wanted, row-major */
-    const sx_lora *adapter; /* NULL: base model only */
-    float lora_scale;
+    const sx_lora *adapter; /* NULL: base model only; else loaded for this
+                               model and alive until the call returns */
+    float lora_scale;       /* the adapter's user scale (llama.cpp's) */
 } sx_batch_item;
 
 /* Runs the tokens of every item through the model in one pass over the
  * weights (long prompts are cut into chunks), appends their keys/values to
  * each sequence and writes the wanted logits. Each sequence may appear in
  * one item only. Errors: SX_EINVAL (bad token id, position, duplicate
- * sequence, a cache of another model), SX_ELIMIT (the cache pool has no room;
- * nothing was changed), SX_EUNSUPPORTED (a LoRA adapter: not implemented
- * yet), SX_ENOMEM. Calls on one model are serialised internally. */
+ * sequence, a cache of another model, an adapter of another model or a
+ * scale that is not finite), SX_ELIMIT (the cache pool has no room;
+ * nothing was changed), SX_ENOMEM. The base matmuls are one shared pass for
+ * all items whatever their adapters; each adapter's low-rank update touches
+ * only its own items' rows. Calls on one model are serialised internally. */
 int sx_engine_decode(sx_model *m, sx_pool *pool, sx_batch_item *items,
                      int n_items, char *err, size_t errlen);
 

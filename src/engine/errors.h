@@ -1,10 +1,9 @@
-/* Error codes of the engine library. The engine may include nothing outside
- * src/engine/, yet it speaks the same codes as the rest of synapsex, so this
- * header repeats src/base/err.h under the same include guard: whichever of the
- * two a file includes first wins, and the other is skipped. Keep the two in
- * step. */
-#ifndef SX_BASE_ERR_H
-#define SX_BASE_ERR_H
+/* Error codes of synapsex. They are defined here, in the engine library,
+ * because the engine may include nothing outside src/engine/; src/base/err.h
+ * re-exports them to the rest of the server. Functions return 0 or one of
+ * these negative codes. */
+#ifndef SX_ENGINE_ERRORS_H
+#define SX_ENGINE_ERRORS_H
 
 enum {
     SX_OK = 0,
@@ -24,8 +23,5 @@ enum {
     SX_EUPSTREAM = -14, /* an upstream server failed or answered badly */
     SX_ECANCELED = -15, /* the work was cancelled (client went away) */
 };
-
-/* Defined by src/base (not by the engine library, which never calls it). */
-const char *sx_strerror(int code);
 
 #endif

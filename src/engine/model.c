@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/lora.h"
 #include "engine/quant.h"
 
 static sx_engine_log_fn log_fn;
@@ -373,6 +374,7 @@ void sx_model_free(sx_model *m)
     free(m->output_norm);
     free(m->rope_freqs);
     sx_model_scratch_free(&m->scratch);
+    sx_lora_ws_free(m->lora_ws);
     pthread_mutex_destroy(&m->lock);
     sx_gguf_close(m->gguf);
     free(m);

@@ -36,6 +36,8 @@ typedef struct sx_scratch {
     int *t_pos;              /* position, */
     int32_t *t_tok;          /* id, */
     float **t_out;           /* logits destination or NULL */
+    const sx_lora **t_lora;  /* adapter or NULL */
+    float *t_lscale;         /* its user scale */
     float **yrows;           /* packed logits destinations */
 } sx_scratch;
 
@@ -55,6 +57,7 @@ struct sx_model {
     const sx_kernels *kern;
     pthread_mutex_t lock;    /* serialises forward passes (scratch) */
     sx_scratch scratch;
+    struct sx_lora_ws *lora_ws; /* LoRA step workspace (lora.c) */
 };
 
 void sx_model_scratch_free(sx_scratch *s);

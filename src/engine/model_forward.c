@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine/kv.h"
+#include "engine/lora.h"
 #include "engine/model.h"
 #include "engine/pool.h"
 
@@ -25,6 +26,9 @@ typedef struct chunk {
     int *pos;                /* per token */
     int32_t *tok;            /* per token */
     float **logit_out;       /* per token: destination row or NULL */
+    const sx_lora **lora;    /* per token: adapter or NULL */
+    float *lscale;           /* per token: adapter scale */
+    int n_lora_groups;       /* adapters in this chunk (0: none) */
     float *embed_sum;        /* embed mode: n_embd sums, else NULL */
     int layer;
     float *rope;             /* per token: n_rot/2 (cos, sin) pairs */
@@ -63,6 +67,8 @@ void sx_model_scratch_free(sx_scratch *s)
     free(s->t_pos);
     free(s->t_tok);
     free(s->t_out);
+    free(s->t_lora);
+    free(s->t_lscale);
     free(s->yrows);
     memset(s, 0, sizeof(*s));
 }
@@ -106,9 +112,12 @@ static int scratch_reserve(sx_model *m, int T, int n_ctx, int nth)
     s->t_tok = malloc((size_t)T * sizeof(*s->t_tok));
     s->t_out = malloc((size_t)T * sizeof(*s->t_out));
     s->yrows = malloc((size_t)T * sizeof(*s->yrows));
+    s->t_lora = malloc((size_t)T * sizeof(*s->t_lora));
+    s->t_lscale = malloc((size_t)T * sizeof(*s->t_lscale));
     if (!s->x || !s->h || !s->q || !s->k || !s->v || !s->att ||
         !s->ff_gate || !s->ff_up || !s->rows || !s->act || !s->scores ||
-        !s->t_seq || !s->t_pos || !s->t_tok || !s->t_out || !s->yrows) {
+        !s->t_seq || !s->t_pos || !s->t_tok || !s->t_out || !s->yrows ||
+        !s->t_lora || !s->t_lscale) {
         sx_model_scratch_free(s);
         return SX_ENOMEM;
     }
@@ -294,6 +303,16 @@ static void attn_worker(void *ctx, int ith, int nth)
 
 /* --- one chunk ----------------------------------------------------------- */
 
+/* The LoRA update of one matrix whose input x has rows ldx floats apart. */
+static void lora_one(chunk *c, int slot, const float *x, int ldx, float *y,
+                     int ldy)
+{
+    float *const ys[1] = {y};
+
+    sx_lora_apply(c->m->lora_ws, c->pool, c->m->kern, c->layer, 1, &slot, x,
+                  ldx, ys, &ldy);
+}
+
 static void forward_layer(chunk *c, const sx_layer *L)
 {
     const sx_model *m = c->m;
@@ -310,6 +329,14 @@ static void forward_layer(chunk *c, const sx_layer *L)
     matmul(c, &ac, &L->wq, s->h, T, s->q, NULL, L->bq, 0);
     matmul(c, &ac, &L->wk, s->h, T, s->k, NULL, L->bk, 0);
     matmul(c, &ac, &L->wv, s->h, T, s->v, NULL, L->bv, 0);
+    if (c->n_lora_groups) {
+        static const int qkv[3] = {SX_LORA_Q, SX_LORA_K, SX_LORA_V};
+        float *const ys[3] = {s->q, s->k, s->v};
+        const int ld[3] = {E, kvd, kvd};
+
+        sx_lora_apply(m->lora_ws, c->pool, m->kern, c->layer, 3, qkv, s->h, E,
+                      ys, ld);
+    }
     for (int t = 0; t < T; t++) {
         const float *cs = c->rope + (size_t)t * (size_t)m->n_rot;
         float *q = s->q + (size_t)t * E, *k = s->k + (size_t)t * kvd;
@@ -325,6 +352,8 @@ static void forward_layer(chunk *c, const sx_layer *L)
     }
     sx_pool_run(c->pool, attn_worker, c);
     matmul(c, &ac, &L->wo, s->att, T, s->x, NULL, NULL, 1);
+    if (c->n_lora_groups)
+        lora_one(c, SX_LORA_O, s->att, E, s->x, E);
 
     /* Feed-forward: x += down(silu(gate(h)) * up(h)). */
     for (int t = 0; t < T; t++)
@@ -332,12 +361,22 @@ static void forward_layer(chunk *c, const sx_layer *L)
                 mi->norm_eps);
     matmul(c, &ac, &L->gate, s->h, T, s->ff_gate, NULL, NULL, 0);
     matmul(c, &ac, &L->up, s->h, T, s->ff_up, NULL, NULL, 0);
+    if (c->n_lora_groups) {
+        static const int gu[2] = {SX_LORA_GATE, SX_LORA_UP};
+        float *const ys[2] = {s->ff_gate, s->ff_up};
+        const int ld[2] = {F, F};
+
+        sx_lora_apply(m->lora_ws, c->pool, m->kern, c->layer, 2, gu, s->h, E,
+                      ys, ld);
+    }
     for (size_t i = 0; i < (size_t)T * F; i++) {
         float g = s->ff_gate[i];
 
         s->ff_gate[i] = g / (1.0f + expf(-g)) * s->ff_up[i];
     }
     matmul(c, &ac, &L->down, s->ff_gate, T, s->x, NULL, NULL, 1);
+    if (c->n_lora_groups)
+        lora_one(c, SX_LORA_DOWN, s->ff_gate, F, s->x, E);
 }
 
 static int forward_chunk(chunk *c, char *err, size_t errlen)
@@ -349,7 +388,14 @@ static int forward_chunk(chunk *c, char *err, size_t errlen)
     float **yrows = s->yrows;
     act_cache ac = {0};
 
-    /* Token embeddings and the rope table of each position. */
+    /* Tokens grouped by adapter, token embeddings, rope table per token. */
+    c->n_lora_groups = sx_lora_plan(&m->lora_ws, c->T, c->lora, c->lscale,
+                                    mi->n_embd > mi->n_ff ? mi->n_embd
+                                                          : mi->n_ff);
+    if (c->n_lora_groups < 0) {
+        fail_msg(err, errlen, "engine: out of memory for the LoRA step");
+        return c->n_lora_groups;
+    }
     c->rope = s->rows + (size_t)c->T * E;
     for (int t = 0; t < c->T; t++) {
         const uint8_t *row = m->tok_embd +
@@ -422,10 +468,13 @@ static int check_items(sx_model *m, sx_batch_item *items, int n_items,
                                   "output buffer", i);
             return SX_EINVAL;
         }
-        if (it->adapter) {
-            fail_msg(err, errlen, "engine: LoRA adapters are not supported "
-                                  "yet");
-            return SX_EUNSUPPORTED;
+        if (it->adapter && (it->adapter->model != m ||
+                            !isfinite(it->lora_scale))) {
+            fail_msg(err, errlen, "engine: item %d: %s", i,
+                     it->adapter->model != m
+                         ? "its LoRA adapter was loaded for another model"
+                         : "its LoRA scale is not a finite number");
+            return SX_EINVAL;
         }
         for (int t = 0; t < it->n_tokens; t++)
             if (it->tokens[t] < 0 || it->tokens[t] >= m->info.n_vocab) {
@@ -512,6 +561,8 @@ static int run_batch(sx_model *m, sx_pool *pool, sx_batch_item *items,
     c.pos = c.s->t_pos;
     c.tok = c.s->t_tok;
     c.logit_out = c.s->t_out;
+    c.lora = c.s->t_lora;
+    c.lscale = c.s->t_lscale;
     while (item < n_items) {
         c.T = 0;
         while (item < n_items && c.T < SX_CHUNK) {
@@ -523,6 +574,8 @@ static int run_batch(sx_model *m, sx_pool *pool, sx_batch_item *items,
             c.pos[t] = it->pos + off;
             c.tok[t] = it->tokens[off];
             c.logit_out[t] = NULL;
+            c.lora[t] = it->adapter;
+            c.lscale[t] = it->lora_scale;
             if (it->logits == SX_LOGITS_ALL)
                 c.logit_out[t] = it->out + (size_t)off * nv;
             else if (it->logits == SX_LOGITS_LAST && off == it->n_tokens - 1)

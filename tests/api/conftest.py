@@ -133,7 +133,7 @@ def _free_port():
 
 
 def _start_server():
-    binary = os.environ.get("SYNAPSEX_BIN", os.path.join(REPO, "build/synapsex"))
+    binary = os.path.join(REPO, os.environ.get("SYNAPSEX_BIN", "build/synapsex"))
     if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
         pytest.fail(f"server binary {binary!r} is missing: build it with "
                     f"`make build/synapsex` or set SYNAPSEX_BIN", pytrace=False)

@@ -12,7 +12,7 @@ import requests
 
 from conftest import REPO, SENSITIVE, _free_port, rand62
 
-BIN = os.environ.get("SYNAPSEX_BIN", os.path.join(REPO, "build/synapsex"))
+BIN = os.path.join(REPO, os.environ.get("SYNAPSEX_BIN", "build/synapsex"))
 
 
 class Proc:

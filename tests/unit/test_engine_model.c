@@ -453,7 +453,6 @@ static void test_cache_full_and_errors(void **state)
     float *out;
     char err[256] = "";
     sx_batch_item it;
-    int dummy = 0;
 
     (void)state;
     SKIP_WITHOUT_FIXTURES();
@@ -484,10 +483,24 @@ static void test_cache_full_and_errors(void **state)
                      SX_EINVAL);
     assert_non_null(strstr(err, "vocabulary"));
     tok[0] = 1;
-    it.adapter = (const sx_lora *)&dummy;
-    assert_int_equal(sx_engine_decode(m, NULL, &it, 1, err, sizeof(err)),
-                     SX_EUNSUPPORTED);
-    assert_non_null(strstr(err, "LoRA"));
+    {
+        /* An adapter bound to another instance of the model is refused. */
+        sx_model *other = load_model("models/tiny-llama-f32.gguf");
+        char path[8192];
+        sx_lora *a;
+
+        snprintf(path, sizeof(path), "%s/models/lora-tiny-llama.gguf",
+                 fixtures);
+        a = sx_lora_load(other, path, NULL, err, sizeof(err));
+        assert_non_null(a);
+        it.adapter = a;
+        it.lora_scale = 1.0f;
+        assert_int_equal(sx_engine_decode(m, NULL, &it, 1, err, sizeof(err)),
+                         SX_EINVAL);
+        assert_non_null(strstr(err, "LoRA"));
+        sx_lora_free(a);
+        sx_model_free(other);
+    }
     it.adapter = NULL;
     it.pos = 5;
     assert_int_equal(sx_engine_decode(m, NULL, &it, 1, err, sizeof(err)),

@@ -1,0 +1,705 @@
+/* The life of one generation request, shared by /v1/chat/completions and
+ * /v1/completions: tenant settings, model resolution, admission by
+ * metering, the backend job, and the response, streamed as OpenAI chunks
+ * or built whole. The HTTP thread defers its reply and returns; the
+ * backend's thread pushes text; a finisher thread settles usage (durable,
+ * so it may block for a group commit) before the last byte goes out. */
+#include "api/serving.h"
+
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/time.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FINISHERS 8
+
+struct gen;
+
+struct sx_serving {
+    sx_catalog *catalog;
+    pthread_t threads[FINISHERS];
+    int n_threads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sx_serving_task *head, *tail;
+    bool stop;
+};
+
+/* One request in flight. Two references: the request's (dropped when the
+ * HTTP request ends, after any on_close) and the producer's (dropped by
+ * the finisher after the response ended). */
+struct gen {
+    struct sx_serving_task task; /* first: the finisher runs it */
+    _Atomic int refs;
+    struct sx_app *app;
+    sx_backend *backend;
+    sx_http_stream *st;
+    struct sx_meter_grant *grant;
+    _Atomic uint64_t job;    /* backend job id, 0 until started */
+    atomic_bool gone;        /* the client went away */
+    enum sx_gen_kind kind;
+    const char *endpoint;
+    bool stream, include_usage, logprobs, begun;
+    char id[48];
+    int64_t created;
+    char *text;              /* non-stream: the whole output */
+    size_t len, cap;
+    json_t *lp;              /* non-stream logprobs items */
+    struct sx_gen_result res;
+};
+
+static void gen_unref(void *p)
+{
+    struct gen *g = p;
+
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
+        return;
+    if (g->grant)
+        sx_meter_release(g->app->meter, g->grant);
+    json_decref(g->lp);
+    free(g->text);
+    free(g);
+}
+
+/* ---- response pieces ------------------------------------------------------ */
+
+static json_t *usage_json(const struct sx_gen_result *res)
+{
+    return json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)res->prompt_tokens,
+                     "completion_tokens", (json_int_t)res->completion_tokens, "total_tokens",
+                     (json_int_t)(res->prompt_tokens + res->completion_tokens));
+}
+
+static json_t *meta_json(const struct gen *g)
+{
+    return json_pack("{s:s,s:n,s:n,s:n}", "backend", sx_backend_kind(g->backend), "adapter",
+                     "rag", "rerank");
+}
+
+static json_t *envelope(const struct gen *g, const char *object)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", g->id, "object", object, "created",
+                     (json_int_t)g->created, "model", sx_backend_name(g->backend));
+}
+
+/* One streamed chunk: text (or NULL), finish reason (or NULL). */
+static json_t *chunk(const struct gen *g, const char *text, size_t len, json_t *lp,
+                     const char *finish, bool first)
+{
+    json_t *o, *c;
+
+    if (g->kind == SX_GEN_CHAT) {
+        json_t *delta = json_object();
+
+        o = envelope(g, "chat.completion.chunk");
+        if (first)
+            json_object_set_new(delta, "role", json_string("assistant"));
+        if (text)
+            json_object_set_new(delta, "content", json_stringn(text, len));
+        c = json_pack("{s:i,s:o}", "index", 0, "delta", delta);
+        json_object_set_new(c, "logprobs",
+                            lp ? json_pack("{s:O}", "content", lp) : json_null());
+    } else {
+        o = envelope(g, "text_completion");
+        c = json_pack("{s:i,s:s%}", "index", 0, "text", text ? text : "", text ? len : 0);
+        json_object_set_new(c, "logprobs", json_null());
+    }
+    json_object_set_new(c, "finish_reason", finish ? json_string(finish) : json_null());
+    json_object_set_new(o, "choices", json_pack("[o]", c));
+    if (g->include_usage)
+        json_object_set_new(o, "usage", json_null());
+    return o;
+}
+
+static int send_json(struct gen *g, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    int rc = s ? sx_http_stream_send(g->st, s, strlen(s)) : SX_ENOMEM;
+
+    free(s);
+    json_decref(o);
+    return rc;
+}
+
+static void begin_stream(struct gen *g)
+{
+    if (g->begun)
+        return;
+    g->begun = true;
+    sx_http_stream_begin(g->st, 200, "text/event-stream");
+}
+
+/* An error answered through a deferred stream that has not begun. */
+static void reply_error_deferred(sx_http_stream *st, const struct sx_gen_error *e)
+{
+    json_t *o = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", e->message, "type",
+                          sx_http_error_type(e->status), "param", e->param, "code", e->code);
+    char *s = json_dumps(o, JSON_COMPACT), ra[16];
+
+    json_decref(o);
+    if (e->retry_after_s > 0) {
+        snprintf(ra, sizeof(ra), "%d", e->retry_after_s);
+        sx_http_stream_header(st, "Retry-After", ra);
+    }
+    sx_http_stream_begin(st, e->status, "application/json");
+    if (s)
+        sx_http_stream_write(st, s, strlen(s));
+    free(s);
+    sx_http_stream_finish(st);
+}
+
+/* ---- backend callbacks (backend thread) ----------------------------------- */
+
+static int on_delta(void *ctx, const char *text, size_t len, json_t *lp)
+{
+    struct gen *g = ctx;
+
+    if (atomic_load(&g->gone))
+        return 1;
+    if (!g->stream) {
+        if (g->len + len + 1 > g->cap) {
+            size_t cap = g->cap ? g->cap * 2 : 1024;
+            char *grown;
+
+            while (cap < g->len + len + 1)
+                cap *= 2;
+            grown = realloc(g->text, cap);
+            if (!grown)
+                return 1;
+            g->text = grown;
+            g->cap = cap;
+        }
+        memcpy(g->text + g->len, text, len);
+        g->len += len;
+        g->text[g->len] = '\0';
+        if (lp && g->logprobs)
+            json_array_extend(g->lp, lp);
+        return 0;
+    }
+    if (len == 0 && !lp)
+        return 0;
+    if (!g->begun) {
+        begin_stream(g);
+        if (g->kind == SX_GEN_CHAT &&
+            send_json(g, chunk(g, "", 0, NULL, NULL, true)) == SX_ECANCELED)
+            return 1;
+    }
+    return send_json(g, chunk(g, text, len, g->logprobs ? lp : NULL, NULL, false)) ==
+           SX_ECANCELED;
+}
+
+static void finish_task(struct sx_serving_task *t);
+
+static void on_done(void *ctx, const struct sx_gen_result *res)
+{
+    struct gen *g = ctx;
+
+    g->res = *res;
+    g->task.run = finish_task;
+    sx_serving_post(g->app->serving, &g->task);
+}
+
+static void on_close(void *ctx)
+{
+    struct gen *g = ctx;
+    uint64_t id;
+
+    atomic_store(&g->gone, true);
+    id = atomic_load(&g->job);
+    if (id)
+        sx_backend_cancel(g->backend, id);
+}
+
+/* ---- finishing (finisher threads) ----------------------------------------- */
+
+static void settle(struct gen *g, const char *status)
+{
+    struct sx_usage_event ev = {
+        .model = sx_backend_name(g->backend),
+        .prompt_tokens = g->res.prompt_tokens,
+        .completion_tokens = g->res.completion_tokens,
+        .status = status,
+        .endpoint = g->endpoint,
+    };
+
+    if (g->grant)
+        sx_meter_settle(g->app->meter, g->grant, &ev);
+    g->grant = NULL;
+}
+
+static json_t *whole_body(struct gen *g)
+{
+    json_t *o, *c;
+
+    if (g->kind == SX_GEN_CHAT) {
+        o = envelope(g, "chat.completion");
+        c = json_pack("{s:i,s:{s:s,s:s%,s:n}}", "index", 0, "message", "role", "assistant",
+                      "content", g->text ? g->text : "", g->len, "refusal");
+        json_object_set_new(c, "logprobs",
+                            g->logprobs ? json_pack("{s:O}", "content", g->lp) : json_null());
+    } else {
+        o = envelope(g, "text_completion");
+        c = json_pack("{s:i,s:s%,s:n}", "index", 0, "text", g->text ? g->text : "", g->len,
+                      "logprobs");
+    }
+    json_object_set_new(c, "finish_reason", json_string(g->res.finish_reason));
+    json_object_set_new(o, "choices", json_pack("[o]", c));
+    json_object_set_new(o, "usage", usage_json(&g->res));
+    json_object_set_new(o, "meta", meta_json(g));
+    return o;
+}
+
+static void finish_gen(struct gen *g)
+{
+    const struct sx_gen_result *res = &g->res;
+
+    /* 1. Cancelled: bill what was generated; the client is gone. */
+    if (res->cancelled) {
+        settle(g, "cancelled");
+        if (!g->begun) {
+            struct sx_gen_error e;
+
+            sx_gen_fail(&e, 0, 503, "cancelled", NULL, "the request was cancelled");
+            reply_error_deferred(g->st, &e);
+        } else {
+            sx_http_stream_finish(g->st);
+        }
+        return;
+    }
+
+    /* 2. Failed: an error status when nothing was sent, else an error
+     * event that ends the stream without [DONE]. */
+    if (res->failed) {
+        settle(g, "error");
+        if (!g->begun) {
+            reply_error_deferred(g->st, &res->err);
+        } else {
+            json_t *o = json_pack("{s:{s:s,s:s,s:n,s:s?}}", "error", "message",
+                                  res->err.message, "type",
+                                  sx_http_error_type(res->err.status), "param", "code",
+                                  res->err.code);
+            send_json(g, o);
+            sx_http_stream_finish(g->st);
+        }
+        return;
+    }
+
+    /* 3. Success: settle first, then the last bytes. */
+    settle(g, "ok");
+    if (!g->stream) {
+        json_t *o = whole_body(g);
+        char *s = json_dumps(o, JSON_COMPACT);
+
+        json_decref(o);
+        sx_http_stream_begin(g->st, 200, "application/json");
+        if (s)
+            sx_http_stream_write(g->st, s, strlen(s));
+        free(s);
+        sx_http_stream_finish(g->st);
+        return;
+    }
+    if (!g->begun) {
+        begin_stream(g);
+        if (g->kind == SX_GEN_CHAT)
+            send_json(g, chunk(g, "", 0, NULL, NULL, true));
+    }
+    {
+        json_t *last = chunk(g, NULL, 0, NULL, res->finish_reason, false);
+
+        json_object_set_new(last, "meta", meta_json(g));
+        send_json(g, last);
+    }
+    if (g->include_usage) {
+        json_t *u = envelope(g, g->kind == SX_GEN_CHAT ? "chat.completion.chunk"
+                                                       : "text_completion");
+
+        json_object_set_new(u, "choices", json_array());
+        json_object_set_new(u, "usage", usage_json(res));
+        send_json(g, u);
+    }
+    sx_http_stream_send(g->st, "[DONE]", 6);
+    sx_http_stream_finish(g->st);
+}
+
+static void finish_task(struct sx_serving_task *t)
+{
+    struct gen *g = (struct gen *)t;
+
+    finish_gen(g);
+    gen_unref(g);
+}
+
+void sx_serving_post(struct sx_serving *s, struct sx_serving_task *t)
+{
+    pthread_mutex_lock(&s->mu);
+    t->next = NULL;
+    if (s->tail)
+        s->tail->next = t;
+    else
+        s->head = t;
+    s->tail = t;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *finisher_main(void *arg)
+{
+    struct sx_serving *s = arg;
+
+    for (;;) {
+        struct sx_serving_task *g;
+
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        g = s->head;
+        if (g) {
+            s->head = g->next;
+            if (!s->head)
+                s->tail = NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!g)
+            return NULL;
+        g->run(g);
+    }
+}
+
+/* ---- the serving state ------------------------------------------------------ */
+
+struct sx_serving *sx_serving_open(const struct sx_config *cfg, char *err, size_t errlen)
+{
+    struct sx_serving *s = calloc(1, sizeof(*s));
+
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->catalog = sx_catalog_open(cfg, err, errlen);
+    if (!s->catalog)
+        goto fail;
+    for (; s->n_threads < FINISHERS; s->n_threads++)
+        if (pthread_create(&s->threads[s->n_threads], NULL, finisher_main, s) != 0) {
+            snprintf(err, errlen, "cannot start the serving threads");
+            goto fail;
+        }
+    return s;
+fail:
+    sx_serving_close(s);
+    return NULL;
+}
+
+void sx_serving_close(struct sx_serving *s)
+{
+    if (!s)
+        return;
+    /* Backends first: their jobs end cancelled and queue for the
+     * finishers, which drain the queue before they stop. */
+    sx_catalog_close(s->catalog);
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->n_threads; i++)
+        pthread_join(s->threads[i], NULL);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+sx_catalog *sx_serving_catalog(struct sx_serving *s)
+{
+    return s->catalog;
+}
+
+/* ---- the request path --------------------------------------------------------- */
+
+sx_backend *sx_api_model(struct sx_app *app, sx_http_req *r, const struct sx_tenant *t,
+                         const char *name)
+{
+    sx_catalog *c = app->serving->catalog;
+    sx_backend *b;
+    char names[1024];
+
+    if (sx_catalog_count(c) == 0) {
+        sx_http_set_header(r, "Retry-After", "60");
+        sx_http_reply_error(r, 503, "no_model_configured", NULL,
+                            "no model is configured on this server; the operator starts it "
+                            "with --model NAME=FILE.gguf or --upstream NAME=URL (see "
+                            "docs/configuration.md)");
+        return NULL;
+    }
+    if (!name)
+        name = t && t->settings.default_model ? t->settings.default_model : NULL;
+    b = sx_catalog_find(c, name);
+    if (!b) {
+        sx_catalog_names(c, names, sizeof(names));
+        sx_http_reply_error(r, 404, "model_not_found", "model",
+                            "The model '%.100s' does not exist; available models: %s",
+                            name ? name : "", names);
+    }
+    return b;
+}
+
+static void reply_gen_error(sx_http_req *r, const struct sx_gen_error *e)
+{
+    char ra[16];
+
+    if (e->retry_after_s > 0) {
+        snprintf(ra, sizeof(ra), "%d", e->retry_after_s);
+        sx_http_set_header(r, "Retry-After", ra);
+    }
+    sx_http_reply_error(r, e->status, e->code, e->param, "%s", e->message);
+}
+
+/* The tenant's settings over the request: system prompt, temperature,
+ * the max_tokens clamp. Returns the messages to send (new reference). */
+static json_t *apply_settings(struct sx_app *app, const struct sx_tenant *t,
+                              struct sx_api_gen *g)
+{
+    const struct sx_settings *set = &t->settings;
+    struct sx_tenant_limits lim;
+    json_t *msgs = NULL;
+
+    sx_tenant_limits(app->tenancy, t, &lim);
+    if (!g->has_temperature)
+        g->req.temperature = set->default_temperature;
+    if (!g->has_top_p)
+        g->req.top_p = 1.0;
+    if (!g->has_max_tokens || g->req.max_tokens > lim.max_tokens_per_request)
+        g->req.max_tokens = lim.max_tokens_per_request;
+    if (g->kind == SX_GEN_CHAT) {
+        msgs = json_array();
+        if (set->custom_system_prompt && *set->custom_system_prompt)
+            json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content",
+                                                  set->custom_system_prompt));
+        json_array_extend(msgs, g->messages);
+    }
+    return msgs;
+}
+
+void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
+                    struct sx_api_gen *ag)
+{
+    struct sx_gen_error e = {0};
+    struct sx_gen_sink sink = {on_delta, on_done, NULL};
+    sx_gen_job *job = NULL;
+    struct gen *g = NULL;
+    json_t *msgs = NULL;
+    sx_backend *b;
+    int64_t prompt_tokens = 0, room;
+    uint64_t id = 0;
+    const char *rid = sx_http_request_id(r);
+
+    /* 1. Model and settings. */
+    b = sx_api_model(app, r, t, ag->model);
+    if (!b)
+        return;
+    msgs = apply_settings(app, t, ag);
+    ag->req.kind = ag->kind;
+    ag->req.messages = msgs;
+    ag->req.prompt = ag->prompt;
+    ag->req.prompt_len = ag->prompt_len;
+
+    /* 2. The prompt, counted and checked against the context. */
+    if (sx_backend_prepare(b, &ag->req, &job, &prompt_tokens, &e)) {
+        reply_gen_error(r, &e);
+        goto out;
+    }
+    room = sx_backend_context(b) ? sx_backend_context(b) - prompt_tokens : ag->req.max_tokens;
+    if (ag->req.max_tokens > room)
+        ag->req.max_tokens = room;
+
+    /* 3. The response state, then admission (429 replies itself). */
+    g = calloc(1, sizeof(*g));
+    if (!g) {
+        sx_http_reply_error(r, 500, NULL, NULL, "out of memory");
+        goto out;
+    }
+    atomic_init(&g->refs, 2);
+    g->app = app;
+    g->backend = b;
+    g->kind = ag->kind;
+    g->endpoint = ag->endpoint;
+    g->stream = ag->stream;
+    g->include_usage = ag->include_usage;
+    g->logprobs = ag->req.logprobs != 0;
+    g->lp = json_array();
+    g->created = sx_time_now_s();
+    snprintf(g->id, sizeof(g->id), "%s%s", ag->kind == SX_GEN_CHAT ? "chatcmpl-" : "cmpl-",
+             strncmp(rid, "req_", 4) == 0 ? rid + 4 : rid);
+    if (sx_meter_admit(app->meter, r, t, prompt_tokens, ag->req.max_tokens, &g->grant))
+        goto out;
+
+    /* 4. Defer the reply and start the job: from here on the response goes
+     * out through the stream, from whichever thread finishes it. */
+    g->st = sx_http_defer(r, on_close, g);
+    if (!g->st) {
+        sx_http_reply_error(r, 500, NULL, NULL, "could not defer the response");
+        goto out;
+    }
+    sx_http_set_user(r, g, gen_unref);
+    sink.ctx = g;
+    if (sx_backend_start(b, job, &sink, &id, &e)) {
+        job = NULL;
+        sx_meter_release(app->meter, g->grant);
+        g->grant = NULL;
+        reply_error_deferred(g->st, &e);
+        gen_unref(g); /* the producer's reference: no job will drop it */
+        goto out_started;
+    }
+    job = NULL;
+    atomic_store(&g->job, id);
+    if (atomic_load(&g->gone))
+        sx_backend_cancel(b, id);
+out_started:
+    json_decref(msgs);
+    return;
+
+out:
+    sx_backend_job_free(job);
+    if (g) {
+        atomic_store(&g->refs, 1);
+        gen_unref(g);
+    }
+    json_decref(msgs);
+}
+
+/* ---- common field validation ------------------------------------------------ */
+
+static int bad(sx_http_req *r, const char *param, const char *fmt, const char *what)
+{
+    sx_http_reply_error(r, 400, "invalid_value", param, fmt, param, what);
+    return SX_EINVAL;
+}
+
+static int get_number(sx_http_req *r, const json_t *body, const char *key, double lo,
+                      double hi, double *out, bool *present)
+{
+    json_t *v = json_object_get(body, key);
+
+    if (present)
+        *present = false;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi) {
+        char range[64];
+
+        snprintf(range, sizeof(range), "from %g to %g", lo, hi);
+        return bad(r, key, "%s must be a number %s", range);
+    }
+    *out = json_number_value(v);
+    if (present)
+        *present = true;
+    return 0;
+}
+
+int sx_api_gen_common(sx_http_req *r, const json_t *body, struct sx_api_gen *g)
+{
+    json_t *v;
+
+    /* model: a string when given; absent means the tenant's default. */
+    v = json_object_get(body, "model");
+    if (v && !json_is_null(v) && (!json_is_string(v) || !json_string_length(v)))
+        return bad(r, "model", "%s must be a model name such as %s", "\"synapsex-chat\"");
+    g->model = json_is_string(v) ? json_string_value(v) : NULL;
+
+    if (get_number(r, body, "temperature", 0, 2, &g->req.temperature, &g->has_temperature) ||
+        get_number(r, body, "top_p", 0, 1, &g->req.top_p, &g->has_top_p) ||
+        get_number(r, body, "presence_penalty", -2, 2, &g->req.presence_penalty, NULL) ||
+        get_number(r, body, "frequency_penalty", -2, 2, &g->req.frequency_penalty, NULL))
+        return SX_EINVAL;
+    if (g->has_top_p && g->req.top_p == 0)
+        return bad(r, "top_p", "%s must be %s", "greater than 0 and at most 1");
+
+    /* max_tokens / max_completion_tokens: the smaller when both. */
+    for (int i = 0; i < 2; i++) {
+        const char *k = i ? "max_completion_tokens" : "max_tokens";
+
+        v = json_object_get(body, k);
+        if (!v || json_is_null(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 1)
+            return bad(r, k, "%s must be %s", "an integer of at least 1");
+        if (!g->has_max_tokens || json_integer_value(v) < g->req.max_tokens)
+            g->req.max_tokens = json_integer_value(v);
+        g->has_max_tokens = true;
+    }
+
+    /* n: only one choice. */
+    v = json_object_get(body, "n");
+    if (v && !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) != 1)) {
+        sx_http_reply_error(r, 400, "unsupported_value", "n",
+                            "n must be 1: this server returns one choice per request; send "
+                            "n separate requests instead");
+        return SX_EINVAL;
+    }
+
+    /* stop: a string or up to 4 strings. */
+    v = json_object_get(body, "stop");
+    if (json_is_string(v) && json_string_length(v)) {
+        g->req.stop[g->req.n_stop++] = json_string_value(v);
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *s;
+
+        if (json_array_size(v) > SX_GEN_MAX_STOP)
+            return bad(r, "stop", "%s takes %s", "at most 4 sequences");
+        json_array_foreach(v, i, s) {
+            if (!json_is_string(s) || !json_string_length(s))
+                return bad(r, "stop", "%s must hold %s", "non-empty strings");
+            g->req.stop[g->req.n_stop++] = json_string_value(s);
+        }
+    } else if (v && !json_is_null(v) && !json_is_string(v)) {
+        return bad(r, "stop", "%s must be %s", "a string or an array of up to 4 strings");
+    }
+
+    v = json_object_get(body, "seed");
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v))
+            return bad(r, "seed", "%s must be %s", "an integer");
+        g->req.has_seed = true;
+        g->req.seed = json_integer_value(v);
+    }
+
+    v = json_object_get(body, "stream");
+    if (v && !json_is_null(v) && !json_is_boolean(v))
+        return bad(r, "stream", "%s must be %s", "true or false");
+    g->stream = json_is_true(v);
+    v = json_object_get(body, "stream_options");
+    if (v && !json_is_null(v)) {
+        json_t *iu = json_object_get(v, "include_usage");
+
+        if (!g->stream)
+            return bad(r, "stream_options", "%s is only allowed %s", "when stream is true");
+        if (!json_is_object(v) || (iu && !json_is_boolean(iu)))
+            return bad(r, "stream_options", "%s must be %s",
+                       "an object such as {\"include_usage\": true}");
+        g->include_usage = json_is_true(iu);
+    }
+
+    v = json_object_get(body, "user");
+    if (v && !json_is_null(v) && !json_is_string(v))
+        return bad(r, "user", "%s must be %s", "a string");
+    g->req.user = json_is_string(v) ? json_string_value(v) : NULL;
+    v = json_object_get(body, "metadata");
+    if (v && !json_is_null(v) && !json_is_object(v))
+        return bad(r, "metadata", "%s must be %s", "an object of string values");
+
+    /* Extra fields of this platform: rerank is not served yet. */
+    v = json_object_get(body, "use_rerank");
+    if (v && !json_is_null(v) && !json_is_false(v)) {
+        sx_http_reply_error(r, 400, "unsupported_parameter", "use_rerank",
+                            "use_rerank is not available on this server yet; remove it");
+        return SX_EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,758 @@
+/* The upstream backend: relays generations to an OpenAI-compatible server
+ * (vLLM, llama.cpp server, Ollama, OpenAI) over HTTP with libcurl's multi
+ * interface, on one I/O thread per upstream, so a thousand open relays
+ * cost no thread each. Generations always go upstream as streams with
+ * stream_options.include_usage, whatever the client asked: one parser, the
+ * upstream's own token counts, and text that reaches the client as it
+ * arrives. Connect failures become 502 and silence past the timeout 504. */
+#include "backend/internal.h"
+
+#include "base/err.h"
+#include "base/log.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Most of an upstream error body we keep for the message. */
+#define ERR_BODY_MAX (64 * 1024)
+/* Longest SSE line or JSON body accepted from an upstream. */
+#define LINE_MAX_BYTES (8u << 20)
+
+enum job_type { JOB_GEN, JOB_EMBED };
+
+struct up_job {
+    struct sx_gen_job base;
+    struct up_job *next, *prev;
+    enum job_type type;
+    enum sx_gen_kind kind;
+    uint64_t id;
+    char *body;
+    CURL *easy;
+    struct curl_slist *headers;
+    char errbuf[CURL_ERROR_SIZE];
+
+    /* Response state. */
+    long status;          /* HTTP status, once headers are in */
+    bool sse;             /* the body is an event stream */
+    char *buf;            /* partial line (SSE) or the whole body */
+    size_t len, cap;
+    bool saw_done, saw_finish, failed;
+    const char *finish_reason;
+    int64_t est_prompt, prompt_tokens, completion_tokens, out_bytes, out_chunks;
+    bool usage;
+    struct sx_gen_error err;
+
+    struct sx_gen_sink sink;
+    sx_embed_done edone;
+    void *ectx;
+    size_t n_inputs;
+};
+
+struct upstream {
+    struct sx_backend base;
+    char *url, *model, *auth;
+    int connect_ms, timeout_ms;
+
+    pthread_t thread;
+    bool thread_started;
+    CURLM *multi;
+    pthread_mutex_t mu;       /* guards incoming, cancels, stop */
+    struct up_job *incoming;
+    uint64_t *cancels;
+    size_t n_cancels, cap_cancels;
+    bool stop;
+    _Atomic uint64_t next_id;
+
+    struct up_job *active;    /* I/O thread only */
+};
+
+static void job_free(struct up_job *j)
+{
+    if (!j)
+        return;
+    if (j->easy)
+        curl_easy_cleanup(j->easy);
+    curl_slist_free_all(j->headers);
+    free(j->body);
+    free(j->buf);
+    free(j);
+}
+
+static int buf_append(struct up_job *j, const char *p, size_t n, size_t max)
+{
+    if (j->len + n + 1 > max)
+        return SX_ETOOBIG;
+    if (j->len + n + 1 > j->cap) {
+        size_t cap = j->cap ? j->cap : 4096;
+        char *grown;
+
+        while (cap < j->len + n + 1)
+            cap *= 2;
+        grown = realloc(j->buf, cap);
+        if (!grown)
+            return SX_ENOMEM;
+        j->buf = grown;
+        j->cap = cap;
+    }
+    memcpy(j->buf + j->len, p, n);
+    j->len += n;
+    j->buf[j->len] = '\0';
+    return 0;
+}
+
+static const char *static_finish(const char *s)
+{
+    if (!s)
+        return NULL;
+    if (strcmp(s, "length") == 0)
+        return "length";
+    if (strcmp(s, "content_filter") == 0)
+        return "content_filter";
+    return "stop";
+}
+
+/* ---- the event stream ---------------------------------------------------- */
+
+/* One parsed chunk: text out through the sink, usage and finish noted. */
+static int on_chunk(struct up_job *j, json_t *o)
+{
+    json_t *err = json_object_get(o, "error"), *usage = json_object_get(o, "usage");
+    json_t *choices = json_object_get(o, "choices"), *c0 = json_array_get(choices, 0);
+
+    if (err) {
+        json_t *m = json_is_object(err) ? json_object_get(err, "message") : err;
+
+        j->failed = true;
+        sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                    "the upstream model server failed mid-stream: %.300s",
+                    json_is_string(m) ? json_string_value(m) : "(no message)");
+        return 1;
+    }
+    if (json_is_object(usage)) {
+        json_t *p = json_object_get(usage, "prompt_tokens");
+        json_t *c = json_object_get(usage, "completion_tokens");
+
+        if (json_is_integer(p) && json_is_integer(c)) {
+            j->usage = true;
+            j->prompt_tokens = json_integer_value(p);
+            j->completion_tokens = json_integer_value(c);
+        }
+    }
+    if (json_is_object(c0)) {
+        json_t *text = j->kind == SX_GEN_CHAT
+                           ? json_object_get(json_object_get(c0, "delta"), "content")
+                           : json_object_get(c0, "text");
+        json_t *lp = json_object_get(c0, "logprobs");
+        json_t *fr = json_object_get(c0, "finish_reason");
+        json_t *items = json_is_object(lp) ? json_object_get(lp, "content") : NULL;
+        const char *s = json_is_string(text) ? json_string_value(text) : "";
+        size_t n = json_is_string(text) ? json_string_length(text) : 0;
+
+        if (n || json_is_array(items)) {
+            j->out_bytes += (int64_t)n;
+            j->out_chunks++;
+            if (j->sink.delta(j->sink.ctx, s, n, json_is_array(items) ? items : NULL))
+                return -1;
+        }
+        if (json_is_string(fr)) {
+            j->saw_finish = true;
+            j->finish_reason = static_finish(json_string_value(fr));
+        }
+    }
+    return 0;
+}
+
+/* Handles complete lines of the stream; keeps a partial last line.
+ * Returns nonzero to stop the transfer. */
+static int sse_lines(struct up_job *j)
+{
+    size_t start = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < j->len && rc == 0; i++) {
+        char *line = j->buf + start;
+        size_t n;
+        json_t *o;
+
+        if (j->buf[i] != '\n')
+            continue;
+        n = i - start;
+        start = i + 1;
+        if (n && line[n - 1] == '\r')
+            n--;
+        if (n < 5 || strncmp(line, "data:", 5) != 0)
+            continue; /* comments, event names, blank separators */
+        line += 5;
+        n -= 5;
+        if (n && *line == ' ')
+            line++, n--;
+        if (n == 6 && memcmp(line, "[DONE]", 6) == 0) {
+            j->saw_done = true;
+            continue;
+        }
+        o = json_loadb(line, n, 0, NULL);
+        if (json_is_object(o))
+            rc = on_chunk(j, o);
+        json_decref(o);
+    }
+    memmove(j->buf, j->buf + start, j->len - start);
+    j->len -= start;
+    if (j->buf)
+        j->buf[j->len] = '\0';
+    return rc;
+}
+
+static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct up_job *j = ud;
+    size_t n = size * nmemb;
+
+    if (!j->status) {
+        char *ct = NULL;
+
+        curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
+        curl_easy_getinfo(j->easy, CURLINFO_CONTENT_TYPE, &ct);
+        j->sse = j->status / 100 == 2 && ct && strstr(ct, "text/event-stream");
+    }
+    if (buf_append(j, p, n, j->status / 100 == 2 ? LINE_MAX_BYTES : ERR_BODY_MAX)) {
+        if (j->status / 100 != 2)
+            return n; /* an oversized error body: keep what we have */
+        j->failed = true;
+        sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                    "the upstream model server sent a response too large to relay");
+        return 0;
+    }
+    if (j->sse && sse_lines(j))
+        return 0;
+    return n;
+}
+
+/* ---- finishing a job ----------------------------------------------------- */
+
+/* The upstream answered with an error status: say what it said. */
+static void http_error(struct upstream *u, struct up_job *j)
+{
+    json_t *o = j->buf ? json_loadb(j->buf, j->len, 0, NULL) : NULL;
+    json_t *e = json_object_get(o, "error");
+    json_t *m = json_is_object(e) ? json_object_get(e, "message") : e;
+    const char *msg = json_is_string(m) ? json_string_value(m) : "(no message)";
+    int status = 502;
+    const char *code = "upstream_error";
+
+    if (j->status == 400 || j->status == 404 || j->status == 413 || j->status == 422) {
+        status = 400;
+        code = "upstream_rejected";
+    } else if (j->status == 429 || j->status == 503) {
+        status = 503;
+        code = "upstream_busy";
+    }
+    sx_gen_fail(&j->err, SX_EUPSTREAM, status, code, NULL,
+                "the upstream model server for '%s' answered HTTP %ld: %.300s", u->base.name,
+                j->status, msg);
+    if (status == 503)
+        j->err.retry_after_s = 2;
+    json_decref(o);
+}
+
+static void finish_embed(struct upstream *u, struct up_job *j)
+{
+    json_t *o = json_loadb(j->buf ? j->buf : "", j->len, 0, NULL);
+    json_t *data = json_object_get(o, "data");
+    json_t *pt = json_object_get(json_object_get(o, "usage"), "prompt_tokens");
+    float *vecs = NULL;
+    int dim = 0;
+
+    if (!json_is_array(data) || json_array_size(data) != j->n_inputs)
+        goto bad;
+    for (size_t i = 0; i < j->n_inputs; i++) {
+        json_t *item = json_array_get(data, i);
+        json_t *idx = json_object_get(item, "index");
+        json_t *emb = json_object_get(item, "embedding");
+        size_t row = json_is_integer(idx) ? (size_t)json_integer_value(idx) : i;
+
+        if (!json_is_array(emb) || row >= j->n_inputs)
+            goto bad;
+        if (!vecs) {
+            dim = (int)json_array_size(emb);
+            vecs = calloc(j->n_inputs * (size_t)dim, sizeof(float));
+            if (!vecs || dim == 0)
+                goto bad;
+        }
+        if ((int)json_array_size(emb) != dim)
+            goto bad;
+        for (int k = 0; k < dim; k++)
+            vecs[row * (size_t)dim + (size_t)k] =
+                (float)json_number_value(json_array_get(emb, (size_t)k));
+    }
+    j->edone(j->ectx, vecs, dim,
+             json_is_integer(pt) ? json_integer_value(pt) : (int64_t)(j->len / 4), NULL);
+    free(vecs);
+    json_decref(o);
+    return;
+bad:
+    free(vecs);
+    json_decref(o);
+    sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                "the upstream model server for '%s' sent an embeddings response that is "
+                "not in the OpenAI shape", u->base.name);
+    j->edone(j->ectx, NULL, 0, 0, &j->err);
+}
+
+/* Reports a job's end through its sink and frees it. */
+static void finish(struct upstream *u, struct up_job *j, CURLcode cc, bool cancelled)
+{
+    struct sx_gen_result res = {0};
+
+    if (!cancelled && !j->failed) {
+        if (cc == CURLE_OPERATION_TIMEDOUT)
+            sx_gen_fail(&j->err, SX_ETIMEOUT, 504, "upstream_timeout", NULL,
+                        "the upstream model server for '%s' did not answer within %d ms",
+                        u->base.name, j->status ? u->timeout_ms : u->connect_ms);
+        else if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+                 cc == CURLE_COULDNT_RESOLVE_PROXY)
+            sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_unreachable", NULL,
+                        "cannot connect to the upstream model server for '%s': %s",
+                        u->base.name, j->errbuf[0] ? j->errbuf : curl_easy_strerror(cc));
+        else if (cc != CURLE_OK && cc != CURLE_WRITE_ERROR)
+            sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                        "the connection to the upstream model server for '%s' failed: %s",
+                        u->base.name, j->errbuf[0] ? j->errbuf : curl_easy_strerror(cc));
+        else if (j->status / 100 != 2)
+            http_error(u, j);
+        else if (j->type == JOB_GEN && !j->sse)
+            sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                        "the upstream model server for '%s' did not answer with an event "
+                        "stream; it must support \"stream\": true", u->base.name);
+        else if (j->type == JOB_GEN && !j->saw_finish && !j->saw_done)
+            sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                        "the upstream model server for '%s' closed the stream before the "
+                        "end", u->base.name);
+        else
+            j->err.status = 0;
+        j->failed = j->err.status != 0;
+    }
+
+    if (j->type == JOB_EMBED) {
+        if (cancelled)
+            sx_gen_fail(&j->err, SX_ECANCELED, 499, "cancelled", NULL, "cancelled");
+        if (cancelled || j->failed)
+            j->edone(j->ectx, NULL, 0, 0, &j->err);
+        else
+            finish_embed(u, j);
+        job_free(j);
+        return;
+    }
+
+    /* Without the upstream's usage, count locally (about 4 bytes a token). */
+    res.prompt_tokens = j->usage ? j->prompt_tokens : j->est_prompt;
+    res.completion_tokens = j->usage ? j->completion_tokens
+                            : j->out_bytes / 4 > j->out_chunks ? j->out_bytes / 4
+                                                               : j->out_chunks;
+    res.cancelled = cancelled;
+    res.failed = !cancelled && j->failed;
+    res.err = j->err;
+    res.finish_reason = res.cancelled || res.failed ? NULL
+                        : j->finish_reason          ? j->finish_reason
+                                                    : "stop";
+    j->sink.done(j->sink.ctx, &res);
+    job_free(j);
+}
+
+/* ---- the I/O thread -------------------------------------------------------- */
+
+static void unlink_active(struct upstream *u, struct up_job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        u->active = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->next = j->prev = NULL;
+}
+
+static void admit_incoming(struct upstream *u, struct up_job *list)
+{
+    while (list) {
+        struct up_job *j = list;
+
+        list = j->next;
+        j->next = u->active;
+        j->prev = NULL;
+        if (u->active)
+            u->active->prev = j;
+        u->active = j;
+        if (curl_multi_add_handle(u->multi, j->easy) != CURLM_OK) {
+            unlink_active(u, j);
+            sx_gen_fail(&j->err, SX_EUPSTREAM, 500, NULL, NULL,
+                        "could not start the upstream request");
+            j->failed = true;
+            finish(u, j, CURLE_OK, false);
+        }
+    }
+}
+
+static void apply_cancels(struct upstream *u, uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (struct up_job *j = u->active; j; j = j->next)
+            if (j->id == ids[i]) {
+                curl_multi_remove_handle(u->multi, j->easy);
+                unlink_active(u, j);
+                finish(u, j, CURLE_OK, true);
+                break;
+            }
+}
+
+static void *io_main(void *arg)
+{
+    struct upstream *u = arg;
+    uint64_t *ids = NULL;
+    size_t cap = 0;
+
+    for (;;) {
+        struct up_job *in;
+        size_t n = 0;
+        bool stop;
+        int running, left;
+        CURLMsg *msg;
+
+        /* 1. Take new jobs and cancellations. */
+        pthread_mutex_lock(&u->mu);
+        in = u->incoming;
+        u->incoming = NULL;
+        if (u->n_cancels > cap) {
+            uint64_t *grown = realloc(ids, u->n_cancels * sizeof(*ids));
+
+            if (grown) {
+                ids = grown;
+                cap = u->n_cancels;
+            }
+        }
+        n = u->n_cancels <= cap ? u->n_cancels : cap;
+        if (n)
+            memcpy(ids, u->cancels, n * sizeof(*ids));
+        u->n_cancels = 0;
+        stop = u->stop;
+        pthread_mutex_unlock(&u->mu);
+
+        admit_incoming(u, in);
+        apply_cancels(u, ids, n);
+        if (stop)
+            break;
+
+        /* 2. Move bytes, then reap finished transfers. */
+        curl_multi_perform(u->multi, &running);
+        while ((msg = curl_multi_info_read(u->multi, &left))) {
+            struct up_job *j = NULL;
+
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+            if (!j->status)
+                curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
+            curl_multi_remove_handle(u->multi, j->easy);
+            unlink_active(u, j);
+            finish(u, j, msg->data.result, false);
+        }
+        curl_multi_poll(u->multi, NULL, 0, 1000, NULL);
+    }
+
+    /* Shutdown: everything still open ends cancelled. */
+    while (u->active) {
+        struct up_job *j = u->active;
+
+        curl_multi_remove_handle(u->multi, j->easy);
+        unlink_active(u, j);
+        finish(u, j, CURLE_OK, true);
+    }
+    free(ids);
+    return NULL;
+}
+
+/* ---- the backend operations --------------------------------------------- */
+
+static struct up_job *job_new(struct upstream *u, enum job_type type, const char *path,
+                              json_t *body, struct sx_gen_error *e)
+{
+    struct up_job *j = calloc(1, sizeof(*j));
+    char url[2048];
+
+    if (!j) {
+        json_decref(body);
+        sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
+        return NULL;
+    }
+    j->base.backend = &u->base;
+    j->type = type;
+    j->body = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    j->easy = curl_easy_init();
+    snprintf(url, sizeof(url), "%s%s", u->url, path);
+    j->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (j->headers && u->auth)
+        j->headers = curl_slist_append(j->headers, u->auth);
+    if (!j->body || !j->easy || !j->headers) {
+        job_free(j);
+        sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
+        return NULL;
+    }
+    curl_easy_setopt(j->easy, CURLOPT_URL, url);
+    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
+    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->headers);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (char *)j);
+    curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->errbuf);
+    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)u->connect_ms);
+    /* Silence (under 1 byte/s) for the timeout ends the transfer: a
+     * long generation that keeps streaming is never cut. */
+    curl_easy_setopt(j->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_LOW_SPEED_TIME,
+                     (long)(u->timeout_ms < 1000 ? 1 : u->timeout_ms / 1000));
+    curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(j->easy, CURLOPT_TCP_NODELAY, 1L);
+    return j;
+}
+
+static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_job **out,
+                      int64_t *prompt_tokens, struct sx_gen_error *e)
+{
+    struct upstream *u = (struct upstream *)b;
+    json_t *body = json_object(), *stop;
+    struct up_job *j;
+    int64_t bytes = 0;
+
+    /* 1. The OpenAI body, in the upstream's model name, always streamed. */
+    json_object_set_new(body, "model", json_string(u->model));
+    if (req->kind == SX_GEN_CHAT) {
+        size_t i;
+        json_t *m;
+
+        json_object_set_new(body, "messages", json_deep_copy(req->messages));
+        json_array_foreach(req->messages, i, m)
+            bytes += (int64_t)json_string_length(json_object_get(m, "content")) + 4;
+    } else {
+        json_object_set_new(body, "prompt", json_stringn(req->prompt, req->prompt_len));
+        bytes = (int64_t)req->prompt_len;
+    }
+    json_object_set_new(body, "stream", json_true());
+    json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    json_object_set_new(body, "max_tokens", json_integer(req->max_tokens));
+    json_object_set_new(body, "temperature", json_real(req->temperature));
+    json_object_set_new(body, "top_p", json_real(req->top_p));
+    if (req->presence_penalty != 0)
+        json_object_set_new(body, "presence_penalty", json_real(req->presence_penalty));
+    if (req->frequency_penalty != 0)
+        json_object_set_new(body, "frequency_penalty", json_real(req->frequency_penalty));
+    if (req->n_stop) {
+        stop = json_array();
+        for (int i = 0; i < req->n_stop; i++)
+            json_array_append_new(stop, json_string(req->stop[i]));
+        json_object_set_new(body, "stop", stop);
+    }
+    if (req->has_seed)
+        json_object_set_new(body, "seed", json_integer(req->seed));
+    if (req->logprobs) {
+        json_object_set_new(body, "logprobs", json_true());
+        if (req->top_logprobs)
+            json_object_set_new(body, "top_logprobs", json_integer(req->top_logprobs));
+    }
+    if (req->user)
+        json_object_set_new(body, "user", json_string(req->user));
+
+    /* 2. The estimate, checked against a configured context. */
+    *prompt_tokens = (bytes + 3) / 4;
+    if (b->context && *prompt_tokens + 1 > b->context) {
+        json_decref(body);
+        return sx_gen_fail(e, SX_ETOOBIG, 400, "context_length_exceeded", "messages",
+                           "this model's maximum context length is %lld tokens, and the "
+                           "prompt has about %lld; shorten the messages",
+                           (long long)b->context, (long long)*prompt_tokens);
+    }
+    j = job_new(u, JOB_GEN, req->kind == SX_GEN_CHAT ? "/chat/completions" : "/completions",
+                body, e);
+    if (!j)
+        return SX_ENOMEM;
+    j->kind = req->kind;
+    j->est_prompt = *prompt_tokens;
+    *out = &j->base;
+    return 0;
+}
+
+static int enqueue(struct upstream *u, struct up_job *j, uint64_t *id, struct sx_gen_error *e)
+{
+    j->id = atomic_fetch_add(&u->next_id, 1) + 1;
+    if (id)
+        *id = j->id;
+    pthread_mutex_lock(&u->mu);
+    if (u->stop) {
+        pthread_mutex_unlock(&u->mu);
+        job_free(j);
+        e->retry_after_s = 1;
+        return sx_gen_fail(e, SX_EBUSY, 503, "shutting_down", NULL,
+                           "the server is shutting down; retry the request");
+    }
+    j->next = u->incoming;
+    u->incoming = j;
+    pthread_mutex_unlock(&u->mu);
+    curl_multi_wakeup(u->multi);
+    return 0;
+}
+
+static int up_start(sx_backend *b, sx_gen_job *job, const struct sx_gen_sink *sink,
+                    uint64_t *id, struct sx_gen_error *e)
+{
+    struct up_job *j = (struct up_job *)job;
+
+    j->sink = *sink;
+    return enqueue((struct upstream *)b, j, id, e);
+}
+
+static void up_job_free(sx_gen_job *job)
+{
+    job_free((struct up_job *)job);
+}
+
+static void up_cancel(sx_backend *b, uint64_t id)
+{
+    struct upstream *u = (struct upstream *)b;
+
+    pthread_mutex_lock(&u->mu);
+    if (u->n_cancels == u->cap_cancels) {
+        size_t cap = u->cap_cancels ? u->cap_cancels * 2 : 16;
+        uint64_t *grown = realloc(u->cancels, cap * sizeof(*grown));
+
+        if (grown) {
+            u->cancels = grown;
+            u->cap_cancels = cap;
+        }
+    }
+    if (u->n_cancels < u->cap_cancels)
+        u->cancels[u->n_cancels++] = id;
+    pthread_mutex_unlock(&u->mu);
+    curl_multi_wakeup(u->multi);
+}
+
+static int up_embed(sx_backend *b, const char *const *inputs, size_t n, sx_embed_done done,
+                    void *ctx, struct sx_gen_error *e)
+{
+    struct upstream *u = (struct upstream *)b;
+    json_t *body = json_object(), *in = json_array();
+    struct up_job *j;
+
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(in, json_string(inputs[i]));
+    json_object_set_new(body, "model", json_string(u->model));
+    json_object_set_new(body, "input", in);
+    j = job_new(u, JOB_EMBED, "/embeddings", body, e);
+    if (!j)
+        return SX_ENOMEM;
+    j->edone = done;
+    j->ectx = ctx;
+    j->n_inputs = n;
+    return enqueue(u, j, NULL, e);
+}
+
+static int64_t up_count_tokens(sx_backend *b, const char *text, size_t len)
+{
+    (void)b;
+    (void)text;
+    return (int64_t)(len + 3) / 4;
+}
+
+static void up_free(sx_backend *b)
+{
+    struct upstream *u = (struct upstream *)b;
+
+    if (u->thread_started) {
+        pthread_mutex_lock(&u->mu);
+        u->stop = true;
+        pthread_mutex_unlock(&u->mu);
+        curl_multi_wakeup(u->multi);
+        pthread_join(u->thread, NULL);
+    }
+    /* Jobs queued after the thread's last look: end them too. */
+    while (u->incoming) {
+        struct up_job *j = u->incoming;
+
+        u->incoming = j->next;
+        finish(u, j, CURLE_OK, true);
+    }
+    if (u->multi)
+        curl_multi_cleanup(u->multi);
+    pthread_mutex_destroy(&u->mu);
+    free(u->cancels);
+    free(u->url);
+    free(u->model);
+    if (u->auth)
+        explicit_bzero(u->auth, strlen(u->auth));
+    free(u->auth);
+    free(u->base.name);
+    free(u);
+}
+
+static void global_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static const struct sx_backend_ops upstream_ops = {
+    .prepare = up_prepare,
+    .start = up_start,
+    .job_free = up_job_free,
+    .cancel = up_cancel,
+    .embed = up_embed,
+    .count_tokens = up_count_tokens,
+    .free = up_free,
+};
+
+sx_backend *sx_backend_upstream_new(const char *name, const struct sx_upstream_options *o,
+                                    char *err, size_t errlen)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    struct upstream *u = calloc(1, sizeof(*u));
+    size_t n;
+
+    pthread_once(&once, global_init);
+    if (!u) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&u->mu, NULL);
+    u->base.ops = &upstream_ops;
+    u->base.kind = "upstream";
+    u->base.context = o->context;
+    u->base.embeddings = true;
+    u->base.name = strdup(name);
+    u->url = strdup(o->url);
+    u->model = strdup(o->model ? o->model : name);
+    u->connect_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
+    u->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 120000;
+    if (o->api_key && asprintf(&u->auth, "Authorization: Bearer %s", o->api_key) < 0)
+        u->auth = NULL;
+    if (!u->base.name || !u->url || !u->model || (o->api_key && !u->auth))
+        goto nomem;
+    n = strlen(u->url);
+    while (n && u->url[n - 1] == '/')
+        u->url[--n] = '\0';
+    u->multi = curl_multi_init();
+    if (!u->multi)
+        goto nomem;
+    if (pthread_create(&u->thread, NULL, io_main, u) != 0) {
+        snprintf(err, errlen, "upstream '%s': cannot start its I/O thread", name);
+        up_free(&u->base);
+        return NULL;
+    }
+    u->thread_started = true;
+    return &u->base;
+
+nomem:
+    snprintf(err, errlen, "out of memory");
+    up_free(&u->base);
+    return NULL;
+}

@@ -1,0 +1,420 @@
+/* The usage ledger: one row per finished metered request (usage_events,
+ * keyed by request id so a retry can never bill twice), daily rollups per
+ * tenant (usage_daily) updated in the same transaction, and the limit
+ * events (usage_limit_events, one per tenant, kind and day).
+ *
+ * Group commit: callers queue a row and sleep; one writer thread takes
+ * everything queued, writes it in one transaction (synchronous=FULL, so
+ * durable at COMMIT) and wakes them with the result. Under load one fsync
+ * serves many requests; alone, a request pays one fsync. */
+#include "metering/internal.h"
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BATCH_MAX 512
+#define BUSY_RETRIES 8
+
+static const struct sx_migration migrations[] = {
+    {1, "usage ledger, daily rollups, limit events",
+     "CREATE TABLE usage_events ("
+     " request_id TEXT PRIMARY KEY,"
+     " tenant_id TEXT NOT NULL,"
+     " day BIGINT NOT NULL,"
+     " started_at BIGINT NOT NULL,"
+     " finished_at BIGINT NOT NULL,"
+     " endpoint TEXT NOT NULL,"
+     " model TEXT,"
+     " status TEXT NOT NULL,"
+     " prompt_tokens BIGINT NOT NULL,"
+     " completion_tokens BIGINT NOT NULL,"
+     " rerank_calls BIGINT NOT NULL,"
+     " quantum_rerank_calls BIGINT NOT NULL,"
+     " training_jobs BIGINT NOT NULL);"
+     "CREATE INDEX usage_events_tenant_day ON usage_events (tenant_id, day);"
+     "CREATE TABLE usage_daily ("
+     " tenant_id TEXT NOT NULL,"
+     " day BIGINT NOT NULL,"
+     " requests BIGINT NOT NULL,"
+     " prompt_tokens BIGINT NOT NULL,"
+     " completion_tokens BIGINT NOT NULL,"
+     " rerank_calls BIGINT NOT NULL,"
+     " quantum_rerank_calls BIGINT NOT NULL,"
+     " training_jobs BIGINT NOT NULL,"
+     " PRIMARY KEY (tenant_id, day));"
+     "CREATE INDEX usage_daily_day ON usage_daily (day);"
+     "CREATE TABLE usage_limit_events ("
+     " tenant_id TEXT NOT NULL,"
+     " day BIGINT NOT NULL,"
+     " kind TEXT NOT NULL,"
+     " limit_value BIGINT NOT NULL,"
+     " used BIGINT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " PRIMARY KEY (tenant_id, day, kind));"},
+};
+
+/* A queued item: an event row (a caller waits on it) or a limit event
+ * (fire and forget: the writer frees it). */
+struct item {
+    struct item *next;
+    bool is_limit;
+    char request_id[96], tenant_id[SX_TENANT_ID_MAX];
+    char endpoint[40], model[128], status[24];
+    int64_t day, started_ms, finished_ms;
+    int64_t prompt_tokens, completion_tokens;
+    int64_t rerank_calls, quantum_rerank_calls, training_jobs;
+    enum sx_meter_limit_kind kind;
+    int64_t limit, used;
+    bool inserted; /* limit events: newly recorded, so publish */
+    bool done;     /* event rows: the writer finished with it */
+    int rc;
+};
+
+struct ledger {
+    sx_meter *meter;
+    sx_store *store;
+    pthread_t thread;
+    bool started;
+
+    pthread_mutex_t lock;
+    pthread_cond_t queued; /* the writer waits for work */
+    pthread_cond_t durable; /* callers wait for their row */
+    struct item *head, *tail;
+    bool stopping;
+    int64_t batches, rows;
+};
+
+static const char *const insert_event_sql =
+    "INSERT INTO usage_events (request_id, tenant_id, day, started_at, finished_at,"
+    " endpoint, model, status, prompt_tokens, completion_tokens, rerank_calls,"
+    " quantum_rerank_calls, training_jobs)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    " ON CONFLICT (request_id) DO NOTHING";
+
+static const char *const upsert_daily_sql =
+    "INSERT INTO usage_daily (tenant_id, day, requests, prompt_tokens, completion_tokens,"
+    " rerank_calls, quantum_rerank_calls, training_jobs)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " ON CONFLICT (tenant_id, day) DO UPDATE SET"
+    " requests = usage_daily.requests + excluded.requests,"
+    " prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,"
+    " completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,"
+    " rerank_calls = usage_daily.rerank_calls + excluded.rerank_calls,"
+    " quantum_rerank_calls = usage_daily.quantum_rerank_calls"
+    "   + excluded.quantum_rerank_calls,"
+    " training_jobs = usage_daily.training_jobs + excluded.training_jobs";
+
+static const char *const insert_limit_sql =
+    "INSERT INTO usage_limit_events (tenant_id, day, kind, limit_value, used, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, day, kind) DO NOTHING";
+
+/* Writes one item inside the open transaction. */
+static int write_item(sx_db *db, struct item *it)
+{
+    int64_t n;
+
+    if (it->is_limit) {
+        n = sx_db_run(db, insert_limit_sql, "titiii", it->tenant_id, it->day,
+                      sx_meter_limit_kind_name(it->kind), it->limit, it->used,
+                      it->finished_ms);
+        if (n < 0)
+            return (int)n;
+        it->inserted = n == 1;
+        return 0;
+    }
+    n = sx_db_run(db, insert_event_sql, "ttiiitttiiiii", it->request_id, it->tenant_id,
+                  it->day, it->started_ms, it->finished_ms, it->endpoint,
+                  it->model[0] ? it->model : NULL, it->status, it->prompt_tokens,
+                  it->completion_tokens, it->rerank_calls, it->quantum_rerank_calls,
+                  it->training_jobs);
+    if (n < 0)
+        return (int)n;
+    if (n == 0)
+        return 0; /* already recorded: the rollup already has it */
+    n = sx_db_run(db, upsert_daily_sql, "tiiiiiii", it->tenant_id, it->day,
+                  (int64_t)(it->training_jobs ? 0 : 1), it->prompt_tokens,
+                  it->completion_tokens, it->rerank_calls, it->quantum_rerank_calls,
+                  it->training_jobs);
+    return n < 0 ? (int)n : 0;
+}
+
+/* Writes items [first, until) in one transaction. */
+static int write_tx(sx_db *db, struct item *first, struct item *until)
+{
+    int rc = sx_db_begin(db);
+
+    for (struct item *it = first; rc == 0 && it != until; it = it->next)
+        rc = write_item(db, it);
+    if (rc == 0)
+        rc = sx_db_commit(db);
+    if (rc)
+        sx_db_rollback(db);
+    return rc;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* Writes a batch durably: retried while the store is busy; when the batch
+ * as a whole fails, each item is tried alone so one bad row cannot fail
+ * the others. Sets it->rc. */
+static void write_batch(struct ledger *lg, struct item *batch)
+{
+    sx_db *db = sx_store_acquire(lg->store);
+    int rc = SX_ESTORE;
+
+    for (int attempt = 0; db && attempt < BUSY_RETRIES; attempt++) {
+        rc = write_tx(db, batch, NULL);
+        if (rc != SX_EBUSY)
+            break;
+        sleep_ms(5 << attempt);
+    }
+    if (rc && db && batch && batch->next) {
+        SX_WARN("metering", "ledger batch failed (%s); writing its rows one by one",
+                sx_strerror(rc));
+        for (struct item *it = batch; it; it = it->next)
+            it->rc = write_tx(db, it, it->next);
+    } else {
+        for (struct item *it = batch; it; it = it->next)
+            it->rc = rc;
+    }
+    for (struct item *it = batch; it; it = it->next)
+        if (it->rc)
+            SX_ERROR("metering", "ledger write for tenant %s failed: %s", it->tenant_id,
+                     sx_strerror(it->rc));
+    sx_store_release(lg->store, db);
+}
+
+static void publish(struct ledger *lg, const struct item *it)
+{
+    struct sx_meter_limit_event ev = {0};
+    int y, mo, d;
+
+    ev.tenant_id = it->tenant_id;
+    ev.kind = it->kind;
+    ev.kind_name = sx_meter_limit_kind_name(it->kind);
+    sx_time_civil_from_days(it->day, &y, &mo, &d);
+    snprintf(ev.day, sizeof(ev.day), "%04d-%02d-%02d", y, mo, d);
+    ev.limit = it->limit;
+    ev.used = it->used;
+    ev.at_ms = it->finished_ms;
+    SX_INFO("metering", "tenant %s reached its %s (%lld) on %s", it->tenant_id, ev.kind_name,
+            (long long)it->limit, ev.day);
+    sx_meter_publish(lg->meter, &ev);
+}
+
+static void *writer_main(void *arg)
+{
+    struct ledger *lg = arg;
+
+    pthread_mutex_lock(&lg->lock);
+    for (;;) {
+        struct item *batch, *it, *limits = NULL, **lt = &limits;
+        int n = 1;
+
+        while (!lg->head && !lg->stopping)
+            pthread_cond_wait(&lg->queued, &lg->lock);
+        if (!lg->head)
+            break;
+
+        /* Take up to BATCH_MAX queued items. */
+        batch = lg->head;
+        for (it = batch; it->next && n < BATCH_MAX; it = it->next)
+            n++;
+        lg->head = it->next;
+        if (!lg->head)
+            lg->tail = NULL;
+        it->next = NULL;
+        pthread_mutex_unlock(&lg->lock);
+
+        write_batch(lg, batch);
+
+        /* Wake the callers; limit items stay ours. A caller may free its
+         * item as soon as done is set, so read next first. */
+        pthread_mutex_lock(&lg->lock);
+        lg->batches++;
+        for (it = batch; it;) {
+            struct item *next = it->next;
+
+            if (it->is_limit) {
+                it->next = NULL;
+                *lt = it;
+                lt = &it->next;
+            } else {
+                lg->rows++;
+                it->done = true;
+            }
+            it = next;
+        }
+        pthread_cond_broadcast(&lg->durable);
+        pthread_mutex_unlock(&lg->lock);
+
+        for (it = limits; it;) {
+            struct item *next = it->next;
+
+            if (it->rc == 0 && it->inserted)
+                publish(lg, it);
+            free(it);
+            it = next;
+        }
+        pthread_mutex_lock(&lg->lock);
+    }
+    pthread_mutex_unlock(&lg->lock);
+    return NULL;
+}
+
+static void enqueue(struct ledger *lg, struct item *it)
+{
+    it->next = NULL;
+    if (lg->tail)
+        lg->tail->next = it;
+    else
+        lg->head = it;
+    lg->tail = it;
+    pthread_cond_signal(&lg->queued);
+}
+
+struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, char *err, size_t errlen)
+{
+    struct ledger *lg;
+
+    if (sx_store_migrate(store, "metering", migrations,
+                         sizeof(migrations) / sizeof(migrations[0]), err, errlen))
+        return NULL;
+    lg = calloc(1, sizeof(*lg));
+    if (!lg) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    lg->meter = m;
+    lg->store = store;
+    pthread_mutex_init(&lg->lock, NULL);
+    pthread_cond_init(&lg->queued, NULL);
+    pthread_cond_init(&lg->durable, NULL);
+    if (pthread_create(&lg->thread, NULL, writer_main, lg) != 0) {
+        snprintf(err, errlen, "cannot start the usage ledger writer thread");
+        sx_ledger_close(lg);
+        return NULL;
+    }
+    lg->started = true;
+    return lg;
+}
+
+void sx_ledger_close(struct ledger *lg)
+{
+    if (!lg)
+        return;
+    if (lg->started) {
+        pthread_mutex_lock(&lg->lock);
+        lg->stopping = true;
+        pthread_cond_signal(&lg->queued);
+        pthread_mutex_unlock(&lg->lock);
+        pthread_join(lg->thread, NULL);
+    }
+    pthread_cond_destroy(&lg->queued);
+    pthread_cond_destroy(&lg->durable);
+    pthread_mutex_destroy(&lg->lock);
+    free(lg);
+}
+
+static void copy(char *dst, size_t n, const char *src)
+{
+    snprintf(dst, n, "%s", src ? src : "");
+}
+
+int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
+{
+    struct item it = {0};
+
+    if (!row->request_id || strlen(row->request_id) >= sizeof(it.request_id) ||
+        !row->tenant_id || strlen(row->tenant_id) >= sizeof(it.tenant_id))
+        return SX_EINVAL;
+    copy(it.request_id, sizeof(it.request_id), row->request_id);
+    copy(it.tenant_id, sizeof(it.tenant_id), row->tenant_id);
+    copy(it.endpoint, sizeof(it.endpoint), row->endpoint);
+    copy(it.model, sizeof(it.model), row->model);
+    copy(it.status, sizeof(it.status), row->status ? row->status : "ok");
+    it.day = row->day;
+    it.started_ms = row->started_ms;
+    it.finished_ms = row->finished_ms;
+    it.prompt_tokens = row->prompt_tokens;
+    it.completion_tokens = row->completion_tokens;
+    it.rerank_calls = row->rerank_calls;
+    it.quantum_rerank_calls = row->quantum_rerank_calls;
+    it.training_jobs = row->training_jobs;
+
+    pthread_mutex_lock(&lg->lock);
+    enqueue(lg, &it);
+    while (!it.done)
+        pthread_cond_wait(&lg->durable, &lg->lock);
+    pthread_mutex_unlock(&lg->lock);
+    return it.rc ? SX_ESTORE : 0;
+}
+
+void sx_ledger_limit_event(struct ledger *lg, const char *tenant_id,
+                           enum sx_meter_limit_kind kind, int64_t day, int64_t limit,
+                           int64_t used)
+{
+    struct item *it = calloc(1, sizeof(*it));
+
+    if (!it) {
+        SX_ERROR("metering", "out of memory recording a limit event of tenant %s", tenant_id);
+        return;
+    }
+    it->is_limit = true;
+    copy(it->tenant_id, sizeof(it->tenant_id), tenant_id);
+    it->kind = kind;
+    it->day = day;
+    it->limit = limit;
+    it->used = used;
+    it->finished_ms = sx_time_now_ms();
+    pthread_mutex_lock(&lg->lock);
+    enqueue(lg, it);
+    pthread_mutex_unlock(&lg->lock);
+}
+
+int sx_ledger_load_day(struct ledger *lg, int64_t day,
+                       int (*preload)(void *ctx, const char *tenant_id, int64_t tokens,
+                                      int64_t requests),
+                       void *ctx)
+{
+    sx_db *db = sx_store_acquire(lg->store);
+    sx_stmt *st;
+    int rc = 0, step;
+
+    if (!db)
+        return SX_ESTORE;
+    st = sx_db_query(db,
+                     "SELECT tenant_id, prompt_tokens + completion_tokens, requests"
+                     " FROM usage_daily WHERE day = $1",
+                     "i", day);
+    if (!st) {
+        sx_store_release(lg->store, db);
+        return SX_ESTORE;
+    }
+    while ((step = sx_stmt_step(st)) == SX_STORE_ROW && rc == 0)
+        rc = preload(ctx, sx_stmt_text(st, 0), sx_stmt_int(st, 1), sx_stmt_int(st, 2));
+    if (step < 0 && rc == 0)
+        rc = step;
+    sx_stmt_done(st);
+    sx_store_release(lg->store, db);
+    return rc;
+}
+
+void sx_ledger_stats(struct ledger *lg, int64_t *batches, int64_t *rows)
+{
+    pthread_mutex_lock(&lg->lock);
+    *batches = lg->batches;
+    *rows = lg->rows;
+    pthread_mutex_unlock(&lg->lock);
+}

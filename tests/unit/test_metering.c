@@ -1,0 +1,662 @@
+/* Unit tests of the metering module: GCRA arithmetic (no window-boundary
+ * burst, exact under threads), token reservation and settlement, UTC day
+ * rollover, trial limits, limit events, the ledger (group commit, no
+ * duplicates, reload after a restart, purge) and usage periods. The core
+ * is driven with explicit clocks; the store is a real SQLite file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "metering/internal.h"
+
+#define SEC 1000000000LL
+#define DAY0 (20000LL * MS_PER_DAY) /* 2024-10-04 00:00 UTC, a fixed day */
+
+struct fx {
+    char dir[64];
+    sx_store *s;
+    sx_meter *m;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    char err[256];
+
+    sx_log_min_level = SX_LOG_WARN;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/sx_test_metering_XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->s = sx_store_open(NULL, f->dir, 8, err, sizeof(err));
+    assert_non_null(f->s);
+    f->m = sx_meter_open(f->s, NULL, err, sizeof(err));
+    assert_non_null(f->m);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    char cmd[128];
+
+    sx_meter_close(f->m);
+    sx_store_close(f->s);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static struct meter_limits rpm_only(int64_t rpm)
+{
+    return (struct meter_limits){rpm, -1, -1, false};
+}
+
+/* Admits (or not) one request; frees a refusal's grant. */
+static int admit(struct fx *f, const char *tenant, const struct meter_limits *l, int64_t prompt,
+                 int64_t max, int64_t mono_ns, int64_t wall_ms, struct admit_result *res,
+                 struct sx_meter_grant **g)
+{
+    static int seq;
+    char rid[40];
+    int rc;
+
+    snprintf(rid, sizeof(rid), "req_unit_%d_%d", (int)getpid(), __atomic_add_fetch(&seq, 1,
+             __ATOMIC_SEQ_CST));
+    rc = sx_meter_admit_core(f->m, tenant, l, rid, prompt, max, mono_ns, wall_ms, res, g);
+    if (rc == SX_ELIMIT) {
+        free(*g);
+        *g = NULL;
+    }
+    return rc;
+}
+
+static void settle(struct fx *f, struct sx_meter_grant *g, int64_t prompt, int64_t completion,
+                   int64_t wall_ms)
+{
+    struct sx_usage_event ev = {"m", prompt, completion, 0, 0, "ok", "chat.completions"};
+
+    assert_int_equal(sx_meter_settle_at(f->m, g, &ev, wall_ms), 0);
+}
+
+/* ---- GCRA --------------------------------------------------------------- */
+
+static void test_gcra_params(void **state)
+{
+    int64_t t, tau, b;
+
+    (void)state;
+    sx_gcra_params(30, &t, &tau, &b);
+    assert_int_equal(b, 3);
+    assert_true(t * 28 > 60 * SEC);
+    assert_int_equal(tau, 2 * t);
+    sx_gcra_params(1, &t, &tau, &b);
+    assert_int_equal(b, 1);
+    assert_int_equal(tau, 0);
+    assert_true(t > 60 * SEC);
+    sx_gcra_params(0, &t, &tau, &b); /* clamped, never a division by zero */
+    assert_int_equal(b, 1);
+}
+
+/* Counts the most admissions inside any closed 60 s window. */
+static int max_in_window(const int64_t *t, int n)
+{
+    int best = 0;
+
+    for (int i = 0, j = 0; i < n; i++) {
+        while (t[i] - t[j] > 60 * SEC)
+            j++;
+        if (i - j + 1 > best)
+            best = i - j + 1;
+    }
+    return best;
+}
+
+/* A client sending every 10 ms for 5 minutes never gets more than rpm
+ * admissions into any 60 s window, yet gets close to rpm per minute. */
+static void test_gcra_sliding_window(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = rpm_only(30);
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    int64_t times[4096];
+    int n = 0;
+
+    for (int64_t t = 0; t < 300 * SEC; t += 10000000) {
+        int rc = sx_meter_admit_core(f->m, "tenant_win", &l, NULL, 0, 0, t, DAY0, &res, &g);
+
+        assert_int_equal(rc, res.verdict == METER_OK ? 0 : SX_ELIMIT);
+        if (rc == 0) {
+            assert_true(n < 4096);
+            times[n++] = t;
+            sx_meter_release(f->m, g);
+        } else {
+            assert_int_equal(res.verdict, METER_RATE);
+            assert_true(res.retry_after_ns > 0);
+            free(g);
+        }
+    }
+    assert_true(max_in_window(times, n) <= 30);
+    /* 3 at once, then 28/min: 3 + 28 * 5 minus the rounding of T. */
+    assert_true(n >= 3 + 28 * 5 - 1);
+    assert_true(n <= 3 + 28 * 5 + 1);
+}
+
+/* The fixed-window attack: a burst just before and just after a minute
+ * boundary gets no more than the limit. */
+static void test_gcra_no_boundary_burst(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = rpm_only(60);
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    int admitted = 0;
+
+    /* Steady use (one a second) from 1 s, then 200 requests at 59.999 s
+     * and 200 at 60.001 s: all inside one 60 s window. */
+    for (int64_t t = SEC; t < 59 * SEC; t += SEC) {
+        if (admit(f, "tenant_edge", &l, 0, 0, t, DAY0, &res, &g) == 0) {
+            sx_meter_release(f->m, g);
+            admitted++;
+        }
+    }
+    for (int i = 0; i < 400; i++) {
+        int64_t t = i < 200 ? 59999 * (SEC / 1000) : 60001 * (SEC / 1000);
+
+        if (admit(f, "tenant_edge", &l, 0, 0, t, DAY0, &res, &g) == 0) {
+            sx_meter_release(f->m, g);
+            admitted++;
+        }
+    }
+    assert_true(admitted <= 60);
+    assert_true(admitted >= 50);
+}
+
+static void test_gcra_headers_math(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = rpm_only(100); /* burst 10 */
+    struct admit_result res;
+    struct sx_meter_grant *g;
+
+    assert_int_equal(admit(f, "tenant_hdr", &l, 0, 0, 0, DAY0, &res, &g), 0);
+    assert_int_equal(res.remaining_requests, 9);
+    sx_meter_release(f->m, g);
+    for (int i = 0; i < 9; i++) {
+        assert_int_equal(admit(f, "tenant_hdr", &l, 0, 0, 0, DAY0, &res, &g), 0);
+        sx_meter_release(f->m, g);
+    }
+    assert_int_equal(res.remaining_requests, 0);
+    assert_true(res.reset_requests_ns > 5 * SEC);
+    assert_int_equal(admit(f, "tenant_hdr", &l, 0, 0, 0, DAY0, &res, &g), SX_ELIMIT);
+    assert_int_equal(res.verdict, METER_RATE);
+    /* The next slot opens one interval (60 s / 91) later. */
+    assert_true(res.retry_after_ns > 650000000 && res.retry_after_ns < 670000000);
+}
+
+struct hammer {
+    struct fx *f;
+    const struct meter_limits *l;
+    int64_t prompt, max;
+    int admitted;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    struct admit_result res;
+    struct sx_meter_grant *g;
+
+    for (int i = 0; i < 2000; i++)
+        if (admit(h->f, "tenant_threads", h->l, h->prompt, h->max, 5 * SEC, DAY0, &res, &g) ==
+            0) {
+            h->admitted++;
+            free(g); /* keep the reservation: nothing settles */
+        }
+    return NULL;
+}
+
+static int run_hammer(struct fx *f, const struct meter_limits *l, int64_t prompt, int64_t max)
+{
+    pthread_t th[8];
+    struct hammer h[8];
+    int total = 0;
+
+    for (int i = 0; i < 8; i++) {
+        h[i] = (struct hammer){f, l, prompt, max, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer_main, &h[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        total += h[i].admitted;
+    }
+    return total;
+}
+
+/* 8 threads at one instant get exactly the burst between them. */
+static void test_exact_under_threads(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits rate = rpm_only(500); /* burst 50 */
+
+    assert_int_equal(run_hammer(f, &rate, 0, 0), 50);
+}
+
+static void *quota_main(void *arg)
+{
+    struct hammer *h = arg;
+    struct admit_result res;
+    struct sx_meter_grant *g;
+
+    for (int i = 0; i < 500; i++)
+        if (admit(h->f, "tenant_quota_threads", h->l, h->prompt, h->max, (int64_t)i * SEC,
+                  DAY0, &res, &g) == 0) {
+            h->admitted++;
+            free(g);
+        }
+    return NULL;
+}
+
+/* 8 threads over time get exactly the quota between them. */
+static void test_quota_exact_under_threads(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, 10000, -1, false};
+    pthread_t th[8];
+    struct hammer h[8];
+    int total = 0;
+
+    for (int i = 0; i < 8; i++) {
+        h[i] = (struct hammer){f, &l, 30, 70, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, quota_main, &h[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        total += h[i].admitted;
+    }
+    assert_int_equal(total, 100); /* 10,000 / (30 + 70) */
+}
+
+/* ---- tokens per day ------------------------------------------------------ */
+
+static void test_reserve_and_settle(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, 1000, -1, false};
+    struct admit_result res;
+    struct sx_meter_grant *a, *b, *c;
+    int64_t t = DAY0 + 1000;
+
+    assert_int_equal(admit(f, "tenant_q", &l, 100, 400, 0, t, &res, &a), 0);
+    assert_int_equal(res.remaining_tokens, 500);
+    assert_int_equal(admit(f, "tenant_q", &l, 100, 400, 0, t, &res, &b), 0);
+    assert_int_equal(res.remaining_tokens, 0);
+
+    /* Full: refused, but it would fit once the requests in flight settle,
+     * so the retry is soon, not at midnight. */
+    assert_int_equal(admit(f, "tenant_q", &l, 1, 0, 0, t, &res, &c), SX_ELIMIT);
+    assert_int_equal(res.verdict, METER_TOKENS);
+    assert_int_equal(res.retry_after_ns, SEC);
+    assert_int_equal(res.reserved_tokens, 1000);
+
+    /* Settling bills the real count and frees the rest. */
+    settle(f, a, 100, 50, t);
+    assert_int_equal(admit(f, "tenant_q", &l, 350, 0, 0, t, &res, &c), 0);
+    assert_int_equal(res.remaining_tokens, 0);
+    assert_int_equal(res.used_tokens, 150);
+
+    /* An error after 10 tokens bills 110; the release gives all back. */
+    settle(f, b, 100, 10, t);
+    sx_meter_release(f->m, c);
+    assert_int_equal(admit(f, "tenant_q", &l, 740, 0, 0, t, &res, &c), 0);
+    assert_int_equal(res.used_tokens, 260);
+    assert_int_equal(res.remaining_tokens, 0);
+    sx_meter_release(f->m, c);
+
+    /* More than the whole day can ever give: refused until midnight. */
+    assert_int_equal(admit(f, "tenant_q", &l, 10, 990, 0, t, &res, &c), SX_ELIMIT);
+    assert_true(res.retry_after_ns > 86000LL * SEC);
+
+    /* Unlimited tenants: no token accounting in the headers. */
+    l.tokens_per_day = -1;
+    assert_int_equal(admit(f, "tenant_q", &l, 1000000, 1000000, 0, t, &res, &c), 0);
+    assert_int_equal(res.remaining_tokens, -1);
+    sx_meter_release(f->m, c);
+}
+
+static void test_negative_counts_refused(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {100, 1000, -1, false};
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    struct sx_usage_event bad = {"m", -1, 0, 0, 0, "ok", "completions"};
+
+    assert_int_equal(sx_meter_admit_core(f->m, "tenant_neg", &l, "r1", -5, 0, 0, DAY0, &res, &g),
+                     SX_EINVAL);
+    assert_null(g);
+    assert_int_equal(admit(f, "tenant_neg", &l, 10, 10, 0, DAY0, &res, &g), 0);
+    assert_int_equal(sx_meter_settle_at(f->m, g, &bad, DAY0), SX_EINVAL);
+    /* The reservation was released. */
+    assert_int_equal(admit(f, "tenant_neg", &l, 1000, 0, SEC, DAY0, &res, &g), 0);
+    sx_meter_release(f->m, g);
+}
+
+static void test_day_rollover(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, 1000, -1, false};
+    struct admit_result res;
+    struct sx_meter_grant *late, *g;
+    struct sx_usage_totals d[2];
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY + 1};
+    int64_t before = DAY0 + MS_PER_DAY - 10; /* 23:59:59.990 */
+
+    assert_int_equal(admit(f, "tenant_roll", &l, 100, 800, 0, before, &res, &late), 0);
+    assert_int_equal(res.remaining_tokens, 100);
+    assert_true(res.retry_after_ns == 0);
+
+    /* A new UTC day: the whole quota again. */
+    assert_int_equal(admit(f, "tenant_roll", &l, 500, 500, SEC, before + 20, &res, &g), 0);
+    assert_int_equal(res.remaining_tokens, 0);
+    assert_int_equal(res.day, DAY0 / MS_PER_DAY + 1);
+
+    /* The late request settles after midnight: billed to its own day,
+     * today's counters untouched. */
+    settle(f, late, 100, 700, before + 30);
+    settle(f, g, 500, 100, before + 40);
+    assert_int_equal(sx_meter_usage_daily(f->m, "tenant_roll", &span, d, 2), 0);
+    assert_int_equal(d[0].tokens, 800);
+    assert_int_equal(d[0].requests, 1);
+    assert_int_equal(d[1].tokens, 600);
+    assert_int_equal(admit(f, "tenant_roll", &l, 400, 0, 2 * SEC, before + 50, &res, &g), 0);
+    assert_int_equal(res.used_tokens, 600);
+    sx_meter_release(f->m, g);
+}
+
+/* ---- trial limits and limit events --------------------------------------- */
+
+struct seen {
+    int n;
+    enum sx_meter_limit_kind kind[8];
+    int64_t limit[8];
+    char day[8][11];
+};
+
+static void on_limit(const struct sx_meter_limit_event *ev, void *ctx)
+{
+    struct seen *s = ctx;
+
+    if (strcmp(ev->tenant_id, "tenant_trial") && strcmp(ev->tenant_id, "tenant_lim"))
+        return;
+    if (s->n < 8) {
+        s->kind[s->n] = ev->kind;
+        s->limit[s->n] = ev->limit;
+        memcpy(s->day[s->n], ev->day, 11);
+    }
+    s->n++;
+}
+
+/* Waits until the writer has published n events (it runs asynchronously
+ * for refusals). */
+static void wait_seen(struct seen *s, int n)
+{
+    for (int i = 0; i < 200 && __atomic_load_n(&s->n, __ATOMIC_SEQ_CST) < n; i++)
+        usleep(10000);
+    usleep(20000);
+}
+
+static void test_trial_limits(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, 50, 3, true};
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    static struct seen seen;
+
+    assert_int_equal(sx_meter_subscribe(f->m, on_limit, &seen), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(admit(f, "tenant_trial", &l, 5, 5, 0, DAY0, &res, &g), 0);
+        settle(f, g, 5, 5, DAY0);
+    }
+    assert_int_equal(admit(f, "tenant_trial", &l, 1, 1, 0, DAY0, &res, &g), SX_ELIMIT);
+    assert_int_equal(res.verdict, METER_TRIAL_REQUESTS);
+    assert_int_equal(admit(f, "tenant_trial", &l, 1, 1, 0, DAY0, &res, &g), SX_ELIMIT);
+    wait_seen(&seen, 1);
+    assert_int_equal(seen.n, 1); /* reported once a day */
+    assert_int_equal(seen.kind[0], SX_LIMIT_TRIAL_REQUESTS);
+    assert_int_equal(seen.limit[0], 3);
+    assert_string_equal(seen.day[0], "2024-10-04");
+
+    /* Tokens of a trial tenant: the trial code, reported once. */
+    l.requests_per_day = -1;
+    assert_int_equal(admit(f, "tenant_trial", &l, 10, 11, 0, DAY0, &res, &g), SX_ELIMIT);
+    assert_int_equal(res.verdict, METER_TOKENS);
+    assert_int_equal(admit(f, "tenant_trial", &l, 10, 11, 0, DAY0, &res, &g), SX_ELIMIT);
+    wait_seen(&seen, 2);
+    assert_int_equal(seen.n, 2);
+    assert_int_equal(seen.kind[1], SX_LIMIT_TRIAL_TOKENS);
+
+    /* A paid tenant whose settled use reaches the limit: one event. */
+    l = (struct meter_limits){1000000, 100, -1, false};
+    assert_int_equal(admit(f, "tenant_lim", &l, 50, 50, 0, DAY0, &res, &g), 0);
+    settle(f, g, 50, 50, DAY0);
+    assert_int_equal(admit(f, "tenant_lim", &l, 1, 0, 0, DAY0, &res, &g), SX_ELIMIT);
+    wait_seen(&seen, 3);
+    assert_int_equal(seen.n, 3);
+    assert_int_equal(seen.kind[2], SX_LIMIT_DAILY_TOKENS);
+}
+
+/* ---- ledger -------------------------------------------------------------- */
+
+static void test_ledger_no_duplicates(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, -1, -1, false};
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    struct sx_usage_totals u;
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
+    struct sx_usage_event ev = {"m", 7, 3, 2, 1, "ok", "chat.completions"};
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sx_meter_admit_core(f->m, "tenant_dup", &l, "req_same", 1, 1, 0, DAY0,
+                                             &res, &g),
+                         0);
+        assert_int_equal(sx_meter_settle_at(f->m, g, &ev, DAY0), 0);
+    }
+    assert_int_equal(sx_meter_record_training_job(f->m, "tenant_dup", "job_1"), 0);
+    assert_int_equal(sx_meter_record_training_job(f->m, "tenant_dup", "job_1"), 0);
+    span.to_day = sx_time_now_ms() / MS_PER_DAY;
+    assert_int_equal(sx_meter_usage(f->m, "tenant_dup", &span, &u), 0);
+    assert_int_equal(u.requests, 1);
+    assert_int_equal(u.tokens, 10);
+    assert_int_equal(u.prompt_tokens, 7);
+    assert_int_equal(u.completion_tokens, 3);
+    assert_int_equal(u.rerank_calls, 2);
+    assert_int_equal(u.quantum_rerank_calls, 1);
+    assert_int_equal(u.training_jobs, 1);
+}
+
+struct settler {
+    struct fx *f;
+    int id;
+};
+
+static void *settler_main(void *arg)
+{
+    struct settler *s = arg;
+    struct meter_limits l = {1000000000, -1, -1, false};
+    struct admit_result res;
+    struct sx_meter_grant *g;
+
+    for (int i = 0; i < 25; i++) {
+        char rid[48];
+        struct sx_usage_event ev = {"m", 1, 2, 0, 0, "ok", "embeddings"};
+
+        snprintf(rid, sizeof(rid), "req_gc_%d_%d", s->id, i);
+        if (sx_meter_admit_core(s->f->m, "tenant_gc", &l, rid, 1, 2, 0, DAY0, &res, &g))
+            return (void *)1;
+        if (sx_meter_settle_at(s->f->m, g, &ev, DAY0))
+            return (void *)1;
+    }
+    return NULL;
+}
+
+/* 16 threads settling at once share commits, and every row lands. */
+static void test_group_commit(void **state)
+{
+    struct fx *f = *state;
+    pthread_t th[16];
+    struct settler s[16];
+    struct sx_usage_totals u;
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
+    int64_t b0, r0, b1, r1;
+    void *ret;
+
+    sx_ledger_stats(f->m->ledger, &b0, &r0);
+    for (int i = 0; i < 16; i++) {
+        s[i] = (struct settler){f, i};
+        assert_int_equal(pthread_create(&th[i], NULL, settler_main, &s[i]), 0);
+    }
+    for (int i = 0; i < 16; i++) {
+        pthread_join(th[i], &ret);
+        assert_null(ret);
+    }
+    sx_ledger_stats(f->m->ledger, &b1, &r1);
+    assert_int_equal(r1 - r0, 400);
+    assert_true(b1 - b0 < 400); /* some commits carried several rows */
+    assert_int_equal(sx_meter_usage(f->m, "tenant_gc", &span, &u), 0);
+    assert_int_equal(u.requests, 400);
+    assert_int_equal(u.tokens, 1200);
+}
+
+/* Today's use survives a restart: the quota is reloaded from the ledger. */
+static void test_reload_after_restart(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, 1000, 5, false};
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    int64_t now = sx_time_now_ms();
+    char err[256];
+
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(admit(f, "tenant_reload", &l, 50, 100, 0, now, &res, &g), 0);
+        settle(f, g, 50, 50, now);
+    }
+    sx_meter_close(f->m);
+    f->m = sx_meter_open(f->s, NULL, err, sizeof(err));
+    assert_non_null(f->m);
+
+    assert_int_equal(admit(f, "tenant_reload", &l, 0, 701, 0, now, &res, &g), SX_ELIMIT);
+    assert_int_equal(res.used_tokens, 300);
+    assert_int_equal(admit(f, "tenant_reload", &l, 0, 700, 0, now, &res, &g), 0);
+    assert_int_equal(res.requests_today, 4);
+    sx_meter_release(f->m, g);
+}
+
+/* ---- formats and periods ------------------------------------------------ */
+
+static void test_format_duration(void **state)
+{
+    char b[32];
+
+    (void)state;
+    sx_meter_format_duration(0, b, sizeof(b));
+    assert_string_equal(b, "0s");
+    sx_meter_format_duration(250, b, sizeof(b));
+    assert_string_equal(b, "250ms");
+    sx_meter_format_duration(1000, b, sizeof(b));
+    assert_string_equal(b, "1s");
+    sx_meter_format_duration(1500, b, sizeof(b));
+    assert_string_equal(b, "1.5s");
+    sx_meter_format_duration(17218, b, sizeof(b));
+    assert_string_equal(b, "17.218s");
+    sx_meter_format_duration(360000, b, sizeof(b));
+    assert_string_equal(b, "6m0s");
+    sx_meter_format_duration(3723500, b, sizeof(b));
+    assert_string_equal(b, "1h2m3.5s");
+}
+
+static void test_period_parse(void **state)
+{
+    struct sx_usage_span s;
+    int64_t jan15 = sx_time_days_from_civil(2024, 1, 15);
+
+    (void)state;
+    assert_int_equal(sx_usage_period_parse("today", jan15, &s), 0);
+    assert_true(s.from_day == jan15 && s.to_day == jan15);
+    assert_int_equal(sx_usage_period_parse("current_month", jan15, &s), 0);
+    assert_int_equal(s.from_day, sx_time_days_from_civil(2024, 1, 1));
+    assert_int_equal(s.to_day, sx_time_days_from_civil(2024, 1, 31));
+    assert_int_equal(sx_usage_period_parse("previous_month", jan15, &s), 0);
+    assert_int_equal(s.from_day, sx_time_days_from_civil(2023, 12, 1));
+    assert_int_equal(s.to_day, sx_time_days_from_civil(2023, 12, 31));
+    assert_int_equal(sx_usage_period_parse("2024-02", jan15, &s), 0);
+    assert_int_equal(s.to_day - s.from_day + 1, 29);
+    assert_int_equal(sx_usage_period_parse("2023-02", jan15, &s), 0);
+    assert_int_equal(s.to_day - s.from_day + 1, 28);
+    assert_int_equal(sx_usage_period_parse("2024-12", jan15, &s), 0);
+    assert_int_equal(s.to_day, sx_time_days_from_civil(2024, 12, 31));
+
+    const char *bad[] = {"", "2024-13", "2024-00", "2024-1", "24-01", "2024/01", "1969-12",
+                         "2024-01-01", "month", "Today", "2024-01 "};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(sx_usage_period_parse(bad[i], jan15, &s), SX_EINVAL);
+    assert_int_equal(sx_usage_period_parse(NULL, jan15, &s), SX_EINVAL);
+}
+
+static void test_daily_fills_every_day(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, -1, -1, false};
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    struct sx_usage_totals d[5];
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY - 2, DAY0 / MS_PER_DAY + 2};
+
+    assert_int_equal(admit(f, "tenant_days", &l, 4, 0, 0, DAY0 + 5, &res, &g), 0);
+    settle(f, g, 4, 6, DAY0 + 5);
+    assert_int_equal(sx_meter_usage_daily(f->m, "tenant_days", &span, d, 5), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(d[i].tokens, i == 2 ? 10 : 0);
+    span.to_day = span.from_day - 1;
+    assert_int_equal(sx_meter_usage_daily(f->m, "tenant_days", &span, d, 0), SX_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gcra_params),
+        cmocka_unit_test_setup_teardown(test_gcra_sliding_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gcra_no_boundary_burst, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gcra_headers_math, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exact_under_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota_exact_under_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserve_and_settle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_negative_counts_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_day_rollover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trial_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_no_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_after_restart, setup, teardown),
+        cmocka_unit_test(test_format_duration),
+        cmocka_unit_test(test_period_parse),
+        cmocka_unit_test_setup_teardown(test_daily_fills_every_day, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
