@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
       libssl-dev libcurl4-openssl-dev)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(libcmocka-dev python3 python3-pytest python3-requests clang
+    pkgs+=(libcmocka-dev python3 python3-pytest python3-requests clang nodejs npm
            libclang-rt-14-dev)
 fi
 

@@ -22,7 +22,7 @@ step "unit tests"
 make check || failed=1
 
 step "API tests"
-SYNAPSEX_BIN=build/synapsex /usr/bin/python3 -m pytest tests/api -q -p no:cacheprovider \
+SYNAPSEX_BIN="$PWD/build/synapsex" /usr/bin/python3 -m pytest tests/api -q -p no:cacheprovider \
     || failed=1
 
 step "ASan+UBSan build and tests"
@@ -32,7 +32,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 make BUILD=build-asan OPT=-O1 \
     SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
     check || failed=1
-SYNAPSEX_BIN=build-asan/synapsex /usr/bin/python3 -m pytest tests/api -q \
+SYNAPSEX_BIN="$PWD/build-asan/synapsex" /usr/bin/python3 -m pytest tests/api -q \
     -p no:cacheprovider || failed=1
 
 step "fuzzing (${FUZZ_SECONDS}s per target)"

@@ -39,7 +39,8 @@ for (const c of Object.keys(sx.concurrent)) {
 console.log(`model: ${model}`);
 console.log(`threads: ${sx.threads}; rounds: ${sx.rounds}; ${sx.engine}; peer: ${ll.engine}`);
 console.log(`weights read per decode step: ${(sx.weight_bytes / 1e6).toFixed(1)} MB`);
-console.log(`memory bandwidth: ${bw.toFixed(1)} GB/s -> decode ceiling ${ceiling.toFixed(1)} tok/s`);
+console.log(`memory bandwidth: ${bw.toFixed(1)} GB/s -> ` +
+    `decode ceiling ${ceiling.toFixed(1)} tok/s`);
 console.log("");
 console.log(`${"measurement (medians)".padEnd(34)}${"synapsex".padStart(10)}` +
     `${"llama.cpp".padStart(11)}${"ratio".padStart(8)}`);

@@ -1,7 +1,8 @@
 /* Metering benchmark: requests/s of a cheap request through the real HTTP
  * server, with and without metering (GCRA + token quota + durable ledger
- * with group commit), in one process and one run. Rounds alternate off and
- * on so that load from elsewhere hits both alike; medians are printed.
+ * with group commit), in one process and one run; a third variant runs the
+ * limits without the ledger to split the cost. Rounds alternate the
+ * variants so that load from elsewhere hits all alike; medians are printed.
  *
  *   bench_meter [--seconds S] [--rounds N] [--clients C] [--threads T] */
 #include "metering/internal.h"
@@ -54,6 +55,18 @@ static void handle_on(sx_http_req *r, void *ctx)
         sx_http_reply_error(r, 500, "ledger_failed", NULL, "the usage ledger write failed");
         return;
     }
+    reply_ok(r);
+}
+
+/* Limits alone: admission and release, no ledger row. */
+static void handle_limits(sx_http_req *r, void *ctx)
+{
+    struct bench *b = ctx;
+    struct sx_meter_grant *g;
+
+    if (sx_meter_admit(b->m, r, b->t, 12, 16, &g))
+        return;
+    sx_meter_release(b->m, g);
     reply_ok(r);
 }
 
@@ -165,7 +178,7 @@ int main(int argc, char **argv)
     const struct sx_actor who = {NULL, "system", NULL, NULL};
     char dir[] = "/tmp/sx_bench_meter_XXXXXX", err[256], key[SX_API_KEY_MAX],
          kid[SX_KEY_ID_MAX], admin[SX_API_KEY_MAX], cmd[128];
-    double seconds = 2, off[64], on[64];
+    double seconds = 2, off[64], on[64], lim[64];
     int rounds = 5, clients = 16, threads = 8;
     int64_t batches, rows;
     sx_store *store;
@@ -220,6 +233,7 @@ int main(int argc, char **argv)
     srv = sx_http_server_new(cfg, err, sizeof(err));
     if (!srv || sx_http_route(srv, "POST", "/bench/off", handle_off, &b) ||
         sx_http_route(srv, "POST", "/bench/on", handle_on, &b) ||
+        sx_http_route(srv, "POST", "/bench/limits", handle_limits, &b) ||
         sx_http_start(srv, err, sizeof(err))) {
         fprintf(stderr, "bench_meter: server: %s\n", err);
         return 1;
@@ -230,17 +244,22 @@ int main(int argc, char **argv)
     run_round(&b, "/bench/off", clients, seconds / 4); /* warm-up */
     for (int i = 0; i < rounds; i++) {
         off[i] = run_round(&b, "/bench/off", clients, seconds);
+        lim[i] = run_round(&b, "/bench/limits", clients, seconds);
         on[i] = run_round(&b, "/bench/on", clients, seconds);
-        printf("round %d: off %.0f req/s, on %.0f req/s\n", i + 1, off[i], on[i]);
+        printf("round %d: off %.0f req/s, limits only %.0f req/s, on %.0f req/s\n", i + 1,
+               off[i], lim[i], on[i]);
         fflush(stdout);
     }
     sx_ledger_stats(b.m->ledger, &batches, &rows);
     {
         double moff = median(off, rounds), mon = median(on, rounds);
+        double mlim = median(lim, rounds);
 
         printf("\nmetered cheap request, %d clients, %d HTTP threads, %d rounds of %.1f s\n",
                clients, threads, rounds, seconds);
         printf("  limits+ledger off: %10.0f req/s (median)\n", moff);
+        printf("  limits only:       %10.0f req/s (median, ratio %.3f)\n", mlim,
+               mlim / moff);
         printf("  limits+ledger on:  %10.0f req/s (median)\n", mon);
         printf("  ratio on/off:      %10.3f\n", mon / moff);
         printf("  ledger: %lld rows in %lld commits (%.1f rows per fsync)\n", (long long)rows,

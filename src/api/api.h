@@ -18,6 +18,8 @@ struct sx_app {
     sx_tenancy *tenancy;
     sx_meter *meter; /* rate limits, quotas, usage ledger */
     struct sx_serving *serving; /* model catalogue, completions (api/serving.h) */
+    struct sx_registry *adapters; /* tenants' LoRA adapters (tuning/registry.h) */
+    struct sx_rag *rag; /* datasets, documents, retrieval (rag/rag.h) */
 };
 
 /* Authenticates the request's key into p. */
@@ -59,5 +61,13 @@ int sx_api_settings_routes(struct sx_app *app, sx_http_server *srv);
 int sx_api_keys_routes(struct sx_app *app, sx_http_server *srv);
 int sx_api_admin_routes(struct sx_app *app, sx_http_server *srv);
 int sx_api_usage_routes(struct sx_app *app, sx_http_server *srv);
+int sx_api_datasets_routes(struct sx_app *app, sx_http_server *srv);
+int sx_api_adapters_routes(struct sx_app *app, sx_http_server *srv);
+
+/* Opens the adapter registry over the serving catalogue's local models
+ * (api/adapters.c). NULL with err. */
+struct sx_config;
+struct sx_registry *sx_api_adapters_open(struct sx_app *app, const struct sx_config *cfg,
+                                         char *err, size_t errlen);
 
 #endif

@@ -7,6 +7,8 @@
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "rag/rag.h"
+#include "tuning/registry.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +27,12 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
     }
 
     /* 1. The store: one connection per HTTP worker plus a few for
-     * background work. */
+     * background work. The rag module's SQLite functions are registered
+     * first so that every connection has them. */
+    if (sx_rag_sqlite_setup() != 0) {
+        snprintf(err, errlen, "cannot register the rag module's SQLite functions");
+        goto fail;
+    }
     app->store = sx_store_open(cfg->store_url, cfg->data_dir, pool > 64 ? 64 : pool, err,
                                errlen);
     if (!app->store)
@@ -53,6 +60,14 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
      * threads that finish completions. */
     app->serving = sx_serving_open(cfg, err, errlen);
     if (!app->serving)
+        goto fail;
+    /* 5. Adapters: the tenants' LoRA versions over the local models. */
+    app->adapters = sx_api_adapters_open(app, cfg, err, errlen);
+    if (!app->adapters)
+        goto fail;
+    /* 6. RAG: datasets, documents, chunks and the per-tenant index. */
+    app->rag = sx_rag_open(app->store, app->tenancy, NULL, err, errlen);
+    if (!app->rag)
         goto fail;
     SX_INFO("app", "store %s ready", sx_store_backend(app->store));
     return app;
@@ -82,6 +97,10 @@ int sx_app_register_routes(struct sx_app *app, sx_http_server *srv)
         rc = sx_api_embeddings_routes(app, srv);
     if (rc == 0)
         rc = sx_api_models_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_adapters_routes(app, srv);
+    if (rc == 0)
+        rc = sx_api_datasets_routes(app, srv);
     return rc;
 }
 
@@ -105,6 +124,8 @@ void sx_app_close(struct sx_app *app)
     if (!app)
         return;
     sx_serving_close(app->serving); /* settles what it cancels */
+    sx_rag_close(app->rag);
+    sx_registry_close(app->adapters); /* after the jobs holding adapters */
     sx_meter_close(app->meter);
     sx_tenancy_close(app->tenancy);
     sx_store_close(app->store);

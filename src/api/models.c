@@ -10,17 +10,32 @@ static json_t *model_json(sx_catalog *c, sx_backend *b)
                      "created", (json_int_t)sx_catalog_created(c), "owned_by", "synapsex");
 }
 
+/* Any key. Tenant and platform keys go through the tenant checks of the
+ * OpenAI endpoints (X-Tenant-ID routing, status, IP allowlist); the admin
+ * key needs no tenant unless it names one. */
+static int authorize(struct sx_app *app, sx_http_req *r)
+{
+    struct sx_principal p;
+    struct sx_tenant *t = NULL;
+    int rc;
+
+    rc = sx_api_principal(app, r, &p);
+    if (rc || (p.kind == SX_KEY_ADMIN && !sx_http_header(r, "X-Tenant-ID")))
+        return rc;
+    rc = sx_api_request_tenant(app, r, &p, &t);
+    sx_tenant_unref(t);
+    return rc;
+}
+
 static void h_list(sx_http_req *r, void *ctx)
 {
     struct sx_app *app = ctx;
     sx_catalog *c = sx_serving_catalog(app->serving);
-    struct sx_principal p;
-    json_t *data = json_array();
+    json_t *data;
 
-    if (sx_api_principal(app, r, &p)) {
-        json_decref(data);
+    if (authorize(app, r))
         return;
-    }
+    data = json_array();
     for (size_t i = 0; i < sx_catalog_count(c); i++)
         json_array_append_new(data, model_json(c, sx_catalog_at(c, i)));
     sx_http_reply_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
@@ -30,11 +45,10 @@ static void h_get(sx_http_req *r, void *ctx)
 {
     struct sx_app *app = ctx;
     sx_catalog *c = sx_serving_catalog(app->serving);
-    struct sx_principal p;
     sx_backend *b;
     char names[1024];
 
-    if (sx_api_principal(app, r, &p))
+    if (authorize(app, r))
         return;
     b = sx_catalog_find(c, sx_http_param(r, "model"));
     if (!b) {

@@ -132,7 +132,7 @@ static void begin_stream(struct gen *g)
     if (g->begun)
         return;
     g->begun = true;
-    sx_http_stream_begin(g->st, 200, "text/event-stream");
+    sx_http_stream_begin(g->st, 200, "text/event-stream; charset=utf-8");
 }
 
 /* An error answered through a deferred stream that has not begun. */

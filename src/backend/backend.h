@@ -120,6 +120,10 @@ int sx_backend_embed(sx_backend *b, const char *const *inputs, size_t n, sx_embe
  * else 1 per 4 bytes. */
 int64_t sx_backend_count_tokens(sx_backend *b, const char *text, size_t len);
 
+/* The engine model of a local backend (for LoRA adapters, which are bound
+ * to it); NULL for an upstream one. */
+struct sx_model *sx_backend_engine_model(sx_backend *b);
+
 /* ---- the catalogue ------------------------------------------------------ */
 
 /* Loads every model of the configuration: --model NAME=FILE.gguf[;opts]

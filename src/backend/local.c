@@ -469,6 +469,11 @@ static char *token_text(const sx_tokenizer *t, int32_t id)
     return s ? strndup(s, n) : strdup("");
 }
 
+struct sx_model *sx_backend_engine_model(sx_backend *b)
+{
+    return b && strcmp(b->kind, "local") == 0 ? ((struct local *)b)->model : NULL;
+}
+
 sx_backend *sx_backend_local_new(const char *name, const char *path,
                                  const struct sx_local_options *o, char *err, size_t errlen)
 {

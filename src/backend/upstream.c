@@ -9,6 +9,7 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "base/time.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -36,6 +37,8 @@ struct up_job {
 
     /* Response state. */
     long status;          /* HTTP status, once headers are in */
+    int64_t last_ns;      /* last byte (or the start): the idle timeout */
+    bool idle;            /* ended by the idle timeout */
     bool sse;             /* the body is an event stream */
     char *buf;            /* partial line (SSE) or the whole body */
     size_t len, cap;
@@ -210,6 +213,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
     struct up_job *j = ud;
     size_t n = size * nmemb;
 
+    j->last_ns = sx_time_mono_ns();
     if (!j->status) {
         char *ct = NULL;
 
@@ -309,8 +313,9 @@ static void finish(struct upstream *u, struct up_job *j, CURLcode cc, bool cance
     if (!cancelled && !j->failed) {
         if (cc == CURLE_OPERATION_TIMEDOUT)
             sx_gen_fail(&j->err, SX_ETIMEOUT, 504, "upstream_timeout", NULL,
-                        "the upstream model server for '%s' did not answer within %d ms",
-                        u->base.name, j->status ? u->timeout_ms : u->connect_ms);
+                        "the upstream model server for '%s' %s within %d ms", u->base.name,
+                        j->idle ? "sent nothing" : "did not accept the connection",
+                        j->idle ? u->timeout_ms : u->connect_ms);
         else if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
                  cc == CURLE_COULDNT_RESOLVE_PROXY)
             sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_unreachable", NULL,
@@ -380,6 +385,7 @@ static void admit_incoming(struct upstream *u, struct up_job *list)
         struct up_job *j = list;
 
         list = j->next;
+        j->last_ns = sx_time_mono_ns();
         j->next = u->active;
         j->prev = NULL;
         if (u->active)
@@ -405,6 +411,25 @@ static void apply_cancels(struct upstream *u, uint64_t *ids, size_t n)
                 finish(u, j, CURLE_OK, true);
                 break;
             }
+}
+
+/* Silence past the timeout ends a transfer with 504: a long generation
+ * that keeps streaming is never cut, a stalled one is. (curl's connect
+ * timeout covers the connection itself.) */
+static void expire_idle(struct upstream *u)
+{
+    int64_t now = sx_time_mono_ns(), limit = (int64_t)u->timeout_ms * 1000000;
+    struct up_job *j = u->active, *next;
+
+    for (; j; j = next) {
+        next = j->next;
+        if (now - j->last_ns < limit)
+            continue;
+        curl_multi_remove_handle(u->multi, j->easy);
+        unlink_active(u, j);
+        j->idle = true;
+        finish(u, j, CURLE_OPERATION_TIMEDOUT, false);
+    }
 }
 
 static void *io_main(void *arg)
@@ -458,7 +483,8 @@ static void *io_main(void *arg)
             unlink_active(u, j);
             finish(u, j, msg->data.result, false);
         }
-        curl_multi_poll(u->multi, NULL, 0, 1000, NULL);
+        expire_idle(u);
+        curl_multi_poll(u->multi, NULL, 0, u->active ? 100 : 1000, NULL);
     }
 
     /* Shutdown: everything still open ends cancelled. */
@@ -509,11 +535,6 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->errbuf);
     curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)u->connect_ms);
-    /* Silence (under 1 byte/s) for the timeout ends the transfer: a
-     * long generation that keeps streaming is never cut. */
-    curl_easy_setopt(j->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(j->easy, CURLOPT_LOW_SPEED_TIME,
-                     (long)(u->timeout_ms < 1000 ? 1 : u->timeout_ms / 1000));
     curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(j->easy, CURLOPT_TCP_NODELAY, 1L);
     return j;

@@ -303,6 +303,22 @@ static void attn_worker(void *ctx, int ith, int nth)
 
 /* --- one chunk ----------------------------------------------------------- */
 
+/* y[t] += b for T rows of n (b NULL: nothing). */
+static void add_bias(float *y, const float *b, int T, int n)
+{
+    if (!b)
+        return;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++)
+            y[(size_t)t * (size_t)n + (size_t)i] += b[i];
+}
+
+static void add_rows(float *x, const float *d, int T, int n)
+{
+    for (size_t i = 0; i < (size_t)T * (size_t)n; i++)
+        x[i] += d[i];
+}
+
 /* The LoRA update of one matrix whose input x has rows ldx floats apart. */
 static void lora_one(chunk *c, int slot, const float *x, int ldx, float *y,
                      int ldy)
@@ -320,22 +336,32 @@ static void forward_layer(chunk *c, const sx_layer *L)
     sx_scratch *s = c->s;
     int E = mi->n_embd, F = mi->n_ff, T = c->T, hd = mi->head_dim;
     int kvd = mi->n_head_kv * hd;
+    bool lora = c->n_lora_groups > 0;
     act_cache ac = {0};
 
     /* Attention: q, k, v of the normed input; rope; keys/values to cache. */
     for (int t = 0; t < T; t++)
         rmsnorm(s->h + (size_t)t * E, s->x + (size_t)t * E, L->attn_norm, E,
                 mi->norm_eps);
-    matmul(c, &ac, &L->wq, s->h, T, s->q, NULL, L->bq, 0);
-    matmul(c, &ac, &L->wk, s->h, T, s->k, NULL, L->bk, 0);
-    matmul(c, &ac, &L->wv, s->h, T, s->v, NULL, L->bv, 0);
-    if (c->n_lora_groups) {
+    if (!lora) {
+        matmul(c, &ac, &L->wq, s->h, T, s->q, NULL, L->bq, 0);
+        matmul(c, &ac, &L->wk, s->h, T, s->k, NULL, L->bk, 0);
+        matmul(c, &ac, &L->wv, s->h, T, s->v, NULL, L->bv, 0);
+    } else {
+        /* (W x + delta) + b, in llama.cpp's order (the sums feed Q8
+         * roundings, where the order of two additions can show). */
         static const int qkv[3] = {SX_LORA_Q, SX_LORA_K, SX_LORA_V};
         float *const ys[3] = {s->q, s->k, s->v};
         const int ld[3] = {E, kvd, kvd};
 
+        matmul(c, &ac, &L->wq, s->h, T, s->q, NULL, NULL, 0);
+        matmul(c, &ac, &L->wk, s->h, T, s->k, NULL, NULL, 0);
+        matmul(c, &ac, &L->wv, s->h, T, s->v, NULL, NULL, 0);
         sx_lora_apply(m->lora_ws, c->pool, m->kern, c->layer, 3, qkv, s->h, E,
                       ys, ld);
+        add_bias(s->q, L->bq, T, E);
+        add_bias(s->k, L->bk, T, kvd);
+        add_bias(s->v, L->bv, T, kvd);
     }
     for (int t = 0; t < T; t++) {
         const float *cs = c->rope + (size_t)t * (size_t)m->n_rot;
@@ -351,9 +377,14 @@ static void forward_layer(chunk *c, const sx_layer *L)
                s->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
     }
     sx_pool_run(c->pool, attn_worker, c);
-    matmul(c, &ac, &L->wo, s->att, T, s->x, NULL, NULL, 1);
-    if (c->n_lora_groups)
-        lora_one(c, SX_LORA_O, s->att, E, s->x, E);
+    if (!lora) {
+        matmul(c, &ac, &L->wo, s->att, T, s->x, NULL, NULL, 1);
+    } else {
+        /* x + (Wo a + delta): the product goes through s->q (free now). */
+        matmul(c, &ac, &L->wo, s->att, T, s->q, NULL, NULL, 0);
+        lora_one(c, SX_LORA_O, s->att, E, s->q, E);
+        add_rows(s->x, s->q, T, E);
+    }
 
     /* Feed-forward: x += down(silu(gate(h)) * up(h)). */
     for (int t = 0; t < T; t++)
@@ -361,7 +392,7 @@ static void forward_layer(chunk *c, const sx_layer *L)
                 mi->norm_eps);
     matmul(c, &ac, &L->gate, s->h, T, s->ff_gate, NULL, NULL, 0);
     matmul(c, &ac, &L->up, s->h, T, s->ff_up, NULL, NULL, 0);
-    if (c->n_lora_groups) {
+    if (lora) {
         static const int gu[2] = {SX_LORA_GATE, SX_LORA_UP};
         float *const ys[2] = {s->ff_gate, s->ff_up};
         const int ld[2] = {F, F};
@@ -374,9 +405,13 @@ static void forward_layer(chunk *c, const sx_layer *L)
 
         s->ff_gate[i] = g / (1.0f + expf(-g)) * s->ff_up[i];
     }
-    matmul(c, &ac, &L->down, s->ff_gate, T, s->x, NULL, NULL, 1);
-    if (c->n_lora_groups)
-        lora_one(c, SX_LORA_DOWN, s->ff_gate, F, s->x, E);
+    if (!lora) {
+        matmul(c, &ac, &L->down, s->ff_gate, T, s->x, NULL, NULL, 1);
+    } else {
+        matmul(c, &ac, &L->down, s->ff_gate, T, s->q, NULL, NULL, 0);
+        lora_one(c, SX_LORA_DOWN, s->ff_gate, F, s->q, E);
+        add_rows(s->x, s->q, T, E);
+    }
 }
 
 static int forward_chunk(chunk *c, char *err, size_t errlen)

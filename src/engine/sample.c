@@ -5,6 +5,7 @@
  * where its mass is reached, and the draw walks ids in order. The
  * stop-sequence matcher at the end is independent of the rest. */
 #include "engine/sample.h"
+#include "engine/sample_simd.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -359,17 +360,51 @@ static int32_t draw_sorted(sx_sampler *s, const cand *c, size_t n, float m)
     return c[n - 1].id;
 }
 
+static double exp_pass_scalar(const float *l, int n, float m, float lcut,
+                              float *prob)
+{
+    double sum = 0.0;
+
+    for (int i = 0; i < n; i++) {
+        prob[i] = l[i] >= lcut ? expf(l[i] - m) : 0.0f;
+        sum += prob[i];
+    }
+    return sum;
+}
+
+/* The exp pass is most of the cost of a random draw: vectorise it where
+ * the CPU can. Results differ from the scalar pass in the last bits, so a
+ * seed reproduces its tokens on machines of the same kind. */
+static sx_sample_exp_fn exp_pass(void)
+{
+    static sx_sample_exp_fn chosen;
+    sx_sample_exp_fn f = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+
+    if (!f) {
+        f = sx_sample_exp_avx2();
+        if (!f)
+            f = exp_pass_scalar;
+        __atomic_store_n(&chosen, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}
+
 /* Picks a token among those with prob[i] > 0 and (i, logits[i]) not after
- * `last` in candidate order, with weights prob[i], walking ids in order. */
-static int32_t draw_ids(sx_sampler *s, const float *logits, cand last)
+ * `last` in candidate order, with weights prob[i], walking ids in order.
+ * total is their mass when the caller knows it, else negative. */
+static int32_t draw_ids(sx_sampler *s, const float *logits, cand last,
+                        double total)
 {
     const float *prob = s->prob;
-    double total = 0.0, acc = 0.0, u;
+    double acc = 0.0, u;
     int32_t n = s->n_vocab, pick = -1;
 
-    for (int32_t i = 0; i < n; i++) {
-        if (prob[i] > 0.0f && !before(last, (cand){i, logits[i]}))
-            total += prob[i];
+    if (total < 0.0) {
+        total = 0.0;
+        for (int32_t i = 0; i < n; i++) {
+            if (prob[i] > 0.0f && !before(last, (cand){i, logits[i]}))
+                total += prob[i];
+        }
     }
     u = rng_uniform(s) * total;
     for (int32_t i = 0; i < n; i++) {
@@ -486,15 +521,11 @@ static int32_t sample_random(sx_sampler *s, const float *logits, float m)
     }
 
     /* One pass of exp, cached for the passes that follow. */
-    for (int32_t i = 0; i < n; i++) {
-        float e = logits[i] >= lcut ? expf(logits[i] - m) : 0.0f;
-
-        s->prob[i] = e;
-        z += e;
-    }
+    z = exp_pass()(logits, n, m, lcut, s->prob);
     if (s->p.top_p >= 1.0f)
-        return draw_ids(s, logits, (cand){INT32_MAX, -INFINITY});
-    return draw_ids(s, logits, nucleus_last(s, logits, m, z, s->p.top_p));
+        return draw_ids(s, logits, (cand){INT32_MAX, -INFINITY}, z);
+    return draw_ids(s, logits, nucleus_last(s, logits, m, z, s->p.top_p),
+                    -1.0);
 }
 
 /* Fills the log-probabilities of the processed distribution. */

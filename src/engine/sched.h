@@ -63,7 +63,9 @@ typedef struct sx_job_params {
     /* Each sampled token, with the text it completed once stop strings have
      * been held back (text may be empty; it is valid UTF-8 when the
      * scheduler has a tokenizer, NULL/0 without one). The EOG token is not
-     * reported. Return nonzero to cancel the job. May be NULL. */
+     * reported. At the end, text still held back (an unfinished character,
+     * the start of a stop string that never completed) comes with token -1
+     * and sample NULL. Return nonzero to cancel the job. May be NULL. */
     int (*on_token)(void *user, int32_t token, const sx_sample_out *sample,
                     const char *text, size_t len);
     /* Exactly once per accepted job, last. The job is gone afterwards. */
@@ -96,7 +98,8 @@ int sx_sched_cancel(sx_sched *s, uint64_t id);
 
 typedef struct sx_sched_stats {
     int waiting, running;
-    int kv_free, kv_capacity;   /* positions */
+    int kv_free, kv_capacity;   /* positions; free = not reserved by a
+                                   running job's budget */
     uint64_t steps, tokens_generated, tokens_prefilled;
 } sx_sched_stats;
 

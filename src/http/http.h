@@ -64,6 +64,11 @@ int sx_http_in_flight(const sx_http_server *s);
 #define SX_HTTP_MAX_PARAMS 8
 int sx_http_route(sx_http_server *s, const char *method, const char *pattern,
                   sx_http_handler fn, void *ctx);
+/* Gives one registered route its own body limit in bytes (e.g. a file
+ * upload above the server's JSON limit). Register the route first. 0,
+ * SX_ENOTFOUND (no such route) or SX_EINVAL (after start, or 0 bytes). */
+int sx_http_route_set_max_body(sx_http_server *s, const char *method, const char *pattern,
+                               size_t max_body);
 
 /* ---- Request accessors ---------------------------------------------------
  * Strings are owned by the request and live until the reply is sent. */

@@ -17,6 +17,7 @@ struct sx_http_route_entry {
     unsigned char capture[SX_HTTP_MAX_SEGS];
     sx_http_handler fn;
     void *ctx;
+    size_t max_body;                /* 0: the server's limit */
 };
 
 struct sx_http_router {

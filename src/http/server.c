@@ -318,6 +318,14 @@ static void req_free(sx_http_req *r)
     free(r);
 }
 
+/* The body limit of the request's route (the server's by default). */
+static size_t req_max_body(const sx_http_req *r)
+{
+    if (r->route >= 0 && r->srv->router.routes[r->route].max_body)
+        return r->srv->router.routes[r->route].max_body;
+    return r->srv->max_body;
+}
+
 /* First call for a request: route it and answer at once what needs no body
  * (404, 405, 413 by Content-Length). */
 static sx_http_req *req_begin(sx_http_server *s, struct MHD_Connection *conn,
@@ -377,11 +385,11 @@ static sx_http_req *req_begin(sx_http_server *s, struct MHD_Connection *conn,
 
         errno = 0;
         n = strtoull(clen, &end, 10);
-        if (errno || *end || n > s->max_body) {
+        if (errno || *end || n > req_max_body(r)) {
             r->too_big = 1;
             sx_http_reply_error(r, 413, "request_too_large", NULL,
                                 "request body is larger than the limit of %zu bytes",
-                                s->max_body);
+                                req_max_body(r));
             return r;
         }
         /* Reserve the whole body up front: one allocation, no copies. */
@@ -397,7 +405,7 @@ static void req_body(sx_http_req *r, const char *data, size_t n)
 
     if (r->too_big || r->oom || r->replied)
         return;
-    if (need > r->srv->max_body) {
+    if (need > req_max_body(r)) {
         /* A chunked body crossed the limit: drop what we have and try to
          * answer now; if MHD will not take a reply mid-upload, the rest is
          * discarded unbuffered and 413 goes out at the end. */
@@ -407,7 +415,7 @@ static void req_body(sx_http_req *r, const char *data, size_t n)
         r->body_len = r->body_cap = 0;
         sx_http_reply_error(r, 413, "request_too_large", NULL,
                             "request body is larger than the limit of %zu bytes",
-                            r->srv->max_body);
+                            req_max_body(r));
         return;
     }
     if (need + 1 > r->body_cap) {
@@ -416,8 +424,8 @@ static void req_body(sx_http_req *r, const char *data, size_t n)
 
         while (cap < need + 1)
             cap *= 2;
-        if (cap > r->srv->max_body + 1)
-            cap = r->srv->max_body + 1;
+        if (cap > req_max_body(r) + 1)
+            cap = req_max_body(r) + 1;
         grown = realloc(r->body, cap);
         if (!grown) {
             r->oom = 1;
@@ -438,7 +446,7 @@ static void req_dispatch(sx_http_req *r)
     if (r->too_big) {
         sx_http_reply_error(r, 413, "request_too_large", NULL,
                             "request body is larger than the limit of %zu bytes",
-                            r->srv->max_body);
+                            req_max_body(r));
         return;
     }
     if (r->oom) {
@@ -475,7 +483,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
              * keeps sending long after its answer loses the connection. */
             r->discarded += *upload_size;
             *upload_size = 0;
-            return r->discarded > 8 * s->max_body + (16u << 20) ? MHD_NO : MHD_YES;
+            return r->discarded > 8 * req_max_body(r) + (16u << 20) ? MHD_NO : MHD_YES;
         }
         req_body(r, upload_data, *upload_size);
         *upload_size = 0;
@@ -606,6 +614,22 @@ int sx_http_route(sx_http_server *s, const char *method, const char *pattern,
         return rc;
     }
     return SX_OK;
+}
+
+int sx_http_route_set_max_body(sx_http_server *s, const char *method, const char *pattern,
+                               size_t max_body)
+{
+    if (s->daemon || max_body == 0)
+        return SX_EINVAL;
+    for (int i = 0; i < s->router.n; i++) {
+        struct sx_http_route_entry *e = &s->router.routes[i];
+
+        if (strcmp(e->method, method) == 0 && strcmp(e->pattern, pattern) == 0) {
+            e->max_body = max_body;
+            return SX_OK;
+        }
+    }
+    return SX_ENOTFOUND;
 }
 
 static char *read_file(const char *path, char *err, size_t errlen)

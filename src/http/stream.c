@@ -225,7 +225,7 @@ void sx_http_stream_resumed(sx_http_req *r)
                                              NULL);
     if (resp) {
         MHD_add_response_header(resp, "Content-Type", ctype);
-        if (strcmp(ctype, "text/event-stream") == 0) {
+        if (strncmp(ctype, "text/event-stream", 17) == 0) {
             MHD_add_response_header(resp, "Cache-Control", "no-cache");
             MHD_add_response_header(resp, "X-Accel-Buffering", "no");
         }

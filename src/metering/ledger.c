@@ -71,6 +71,7 @@ struct item {
     int64_t rerank_calls, quantum_rerank_calls, training_jobs;
     enum sx_meter_limit_kind kind;
     int64_t limit, used;
+    bool deleted;  /* the tenant is gone: nothing to record */
     bool inserted; /* limit events: newly recorded, so publish */
     bool done;     /* event rows: the writer finished with it */
     int rc;
@@ -119,6 +120,8 @@ static int write_item(sx_db *db, struct item *it)
 {
     int64_t n;
 
+    if (it->deleted)
+        return 0;
     if (it->is_limit) {
         n = sx_db_run(db, insert_limit_sql, "titiii", it->tenant_id, it->day,
                       sx_meter_limit_kind_name(it->kind), it->limit, it->used,
@@ -170,8 +173,21 @@ static void sleep_ms(int ms)
  * the others. Sets it->rc. */
 static void write_batch(struct ledger *lg, struct item *batch)
 {
-    sx_db *db = sx_store_acquire(lg->store);
+    sx_tenancy *tn = lg->meter->tenancy;
+    sx_db *db;
     int rc = SX_ESTORE;
+
+    /* A request that finishes after its tenant was deleted must not bring
+     * usage rows back (the purge already ran). Checked before taking a
+     * connection, so the lookup never waits on our own transaction. */
+    for (struct item *it = batch; tn && it; it = it->next) {
+        struct sx_tenant *t = NULL;
+
+        it->deleted = sx_tenant_get(tn, it->tenant_id, &t) == SX_ENOTFOUND;
+        sx_tenant_unref(t);
+    }
+
+    db = sx_store_acquire(lg->store);
 
     for (int attempt = 0; db && attempt < BUSY_RETRIES; attempt++) {
         rc = write_tx(db, batch, NULL);

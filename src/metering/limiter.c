@@ -6,7 +6,7 @@
  * GCRA keeps one number per tenant, the theoretical arrival time (TAT) of
  * the next request: a request at time t is admitted when TAT - t <= tau,
  * and then pushes TAT to max(TAT, t) + T. With burst b, interval
- * T = 60 s / (rpm - b + 1) (rounded up) and tau = (b - 1) T, the n-th
+ * T = 60 s / (rpm - b + 1) + 1 ms and tau = (b - 1) T, the n-th
  * admission after a first one at t1 comes no earlier than t1 + (n - b) T,
  * so a 60 s window holds at most rpm admissions: there is no window
  * boundary to burst across. */
@@ -50,9 +50,11 @@ void sx_gcra_params(int64_t rpm, int64_t *t_ns, int64_t *tau_ns, int64_t *burst)
     b = rpm / 10;
     if (b < 1)
         b = 1;
-    /* Strictly more than 60 s / (rpm - b + 1) so that a closed window of
-     * exactly 60 s still holds no more than rpm admissions. */
-    *t_ns = NS_PER_MIN / (rpm - b + 1) + 1;
+    /* 1 ms more than 60 s / (rpm - b + 1): a closed window of exactly
+     * 60 s then holds no more than rpm admissions even as seen through
+     * millisecond timestamps (the ledger's, a client's), with room for the
+     * microseconds between reading the clock and taking the lock. */
+    *t_ns = NS_PER_MIN / (rpm - b + 1) + 1000000;
     *tau_ns = (b - 1) * *t_ns;
     *burst = b;
 }
@@ -221,7 +223,9 @@ static int mem_admit(void *st, const char *tenant_id, const struct meter_limits 
             out->retry_after_ns = 1000000000LL;
         else
             out->retry_after_ns = ms_until_midnight(wall_ms) * 1000000;
-        if (!(e->reached & token_bit)) {
+        /* A request larger than the whole day refused alone does not
+         * mean the tenant reached its limit. */
+        if (need <= l->tokens_per_day && !(e->reached & token_bit)) {
             e->reached |= token_bit;
             out->reached |= token_bit;
         }

@@ -7,7 +7,7 @@
  * Guarantees (single process, the default):
  *   - no 60-second window ever holds more admissions of a tenant than its
  *     requests/min limit; a burst of up to max(1, rpm/10) is admitted at
- *     once, the steady rate is then rpm - burst + 1 per minute;
+ *     once, the steady rate is then about rpm - burst + 1 per minute;
  *   - settled + reserved tokens of a tenant's UTC day never exceed its
  *     tokens/day limit (the day is the day of admission);
  *   - sx_meter_settle() returns only once the event is durable (group
@@ -103,11 +103,11 @@ struct sx_meter_limit_event {
 };
 
 /* Calls fn(ev, ctx) once per tenant, kind and UTC day, the first time a
- * tenant reaches a limit: its settled use reaches it or a request is
- * refused by it. The event is stored (usage_limit_events) before fn runs,
- * and fn runs on the ledger writer thread: it must return quickly (queue
- * the work). Up to 16 subscribers; register before serving. 0 or
- * SX_ELIMIT. */
+ * tenant reaches a limit: its settled use reaches it, or a request that
+ * would fit in a whole day's quota is refused by it. The event is stored
+ * (usage_limit_events) before fn runs, and fn runs on the ledger writer
+ * thread: it must return quickly (queue the work). Up to 16 subscribers;
+ * register before serving. 0 or SX_ELIMIT. */
 typedef void (*sx_meter_limit_fn)(const struct sx_meter_limit_event *ev, void *ctx);
 int sx_meter_subscribe(sx_meter *m, sx_meter_limit_fn fn, void *ctx);
 

@@ -6,6 +6,7 @@ test may kill it and start it again on the same ledger.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -147,7 +148,8 @@ class MeteredServer:
         return os.path.join(self.data, "synapsex.db")
 
     def start(self):
-        binary = os.environ.get("SYNAPSEX_BIN", os.path.join(REPO, "build/synapsex"))
+        binary = os.path.abspath(os.environ.get("SYNAPSEX_BIN",
+                                                os.path.join(REPO, "build/synapsex")))
         env = dict(os.environ)
         env.pop("SYNAPSEX_CONFIG", None)
         env["SYNAPSEX_ADMIN_KEY"] = self.admin_key
@@ -185,6 +187,10 @@ class MeteredServer:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
+
+    def remove_data(self):
+        """Deletes the data directory (after a clean stop)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def crash(self):
         self.proc.send_signal(signal.SIGKILL)

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "engine/sample.h"
+#include "engine/sample_simd.h"
 
 static sx_sampler *new_sampler(const sx_sample_params *p, int32_t n)
 {
@@ -409,6 +410,50 @@ static void test_logprobs(void **state)
     sx_sampler_free(s);
 }
 
+/* The vector exp pass against libm: relative error, the cut, the mass,
+ * and exact zeros for -inf, NaN and underflow. */
+static void test_exp_pass_avx2(void **state)
+{
+    enum { N = 20003 };
+    sx_sample_exp_fn f = sx_sample_exp_avx2();
+    float *l = malloc(sizeof(float) * N), *p = malloc(sizeof(float) * N);
+    double sum, ref = 0.0;
+
+    (void)state;
+    if (!f) {
+        free(l);
+        free(p);
+        skip();
+        return;
+    }
+    assert_non_null(l);
+    assert_non_null(p);
+    for (int i = 0; i < N; i++)
+        l[i] = 3.0f - 95.0f * (float)i / N;     /* m = 3, down to -92 */
+    l[5] = -INFINITY;
+    l[6] = NAN;
+    sum = f(l, N, 3.0f, -50.0f, p);
+    for (int i = 0; i < N; i++) {
+        double e = l[i] >= -50.0f ? exp((double)l[i] - 3.0) : 0.0;
+
+        ref += (float)e;
+        if (e == 0.0)
+            assert_true(p[i] == 0.0f);
+        else
+            assert_true(fabs(p[i] - e) <= 1e-6 * e);
+    }
+    assert_true(fabs(sum - ref) <= 1e-6 * ref);
+
+    /* Without a cut: differences beyond e^-87 underflow to exactly 0. */
+    l[7] = 3.0f - 90.0f;
+    sum = f(l, N, 3.0f, -INFINITY, p);
+    assert_true(p[5] == 0.0f && p[6] == 0.0f && p[7] == 0.0f);
+    assert_true(p[N - 1] == 0.0f);
+    assert_true(sum > 1.0);
+    free(l);
+    free(p);
+}
+
 /* ---- stop sequences ---------------------------------------------------- */
 
 /* Feeds pieces, concatenating what is emitted; returns the feed result of
@@ -535,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_large_vocab_nucleus),
         cmocka_unit_test(test_seed_reproducible),
         cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_exp_pass_avx2),
         cmocka_unit_test(test_stop_split_across_pieces),
         cmocka_unit_test(test_stop_false_start_released),
         cmocka_unit_test(test_stop_earliest_and_inside_piece),

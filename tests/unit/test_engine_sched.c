@@ -1,7 +1,8 @@
 /* Unit tests of the continuous-batching scheduler (engine/sched.h) on the
  * fixture models: concurrent greedy jobs give exactly the tokens each gives
- * alone, cancellation (waiting and running), back-pressure, KV admission,
- * context limits, stop strings and the finish reasons. */
+ * alone (also with a different LoRA adapter per job), cancellation (waiting
+ * and running), back-pressure, KV admission, prefill chunking, context
+ * limits, stop strings and the finish reasons. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -187,7 +188,30 @@ static void submit_ok(sx_sched *s, const sx_job_params *p, uint64_t *id)
 
 enum { NJOBS = 6, GEN = 12 };
 
-static void check_concurrent_equals_alone(const char *file)
+/* Job k runs with no adapter, the adapter at 1.0 or at 0.5, in turn. */
+static void set_adapter(sx_job_params *p, const sx_lora *lora, int k)
+{
+    if (lora && k % 3 != 0) {
+        p->adapter = lora;
+        p->lora_scale = k % 3 == 1 ? 1.0f : 0.5f;
+    }
+}
+
+static sx_lora *load_lora(const sx_model *m, const char *file)
+{
+    char path[1024], err[256] = "";
+    sx_lora *a;
+    int rc = 0;
+
+    snprintf(path, sizeof(path), "%s/models/%s", fixtures_dir(), file);
+    a = sx_lora_load(m, path, &rc, err, sizeof(err));
+    if (!a)
+        fail_msg("loading %s: %s (%d)", path, err, rc);
+    return a;
+}
+
+static void check_concurrent_equals_alone(const char *file,
+                                          const char *lora_file)
 {
     static const int lens[NJOBS] = {5, 40, 1, 17, 70, 9};
     int32_t prompts[NJOBS][80];
@@ -198,10 +222,13 @@ static void check_concurrent_equals_alone(const char *file)
     sx_sched *s;
     uint64_t id;
 
+    sx_lora *lora;
+
     if (!m) {
         skip();
         return;
     }
+    lora = lora_file ? load_lora(m, lora_file) : NULL;
     for (int k = 0; k < NJOBS; k++)
         make_prompt(prompts[k], lens[k], k, sx_model_get_info(m)->n_vocab);
 
@@ -213,6 +240,7 @@ static void check_concurrent_equals_alone(const char *file)
 
         collect_init(&c[k]);
         p = greedy_job(prompts[k], lens[k], GEN, &c[k]);
+        set_adapter(&p, lora, k);
         submit_ok(s, &p, &id);
         wait_done(&c[k]);
         assert_int_equal(c[k].res.finish, SX_FINISH_LENGTH);
@@ -235,6 +263,7 @@ static void check_concurrent_equals_alone(const char *file)
 
         collect_init(&c[k]);
         p = greedy_job(prompts[k], lens[k], GEN, &c[k]);
+        set_adapter(&p, lora, k);
         submit_ok(s, &p, &id);
     }
     for (int k = 0; k < NJOBS; k++) {
@@ -253,19 +282,35 @@ static void check_concurrent_equals_alone(const char *file)
         assert_int_equal(st.kv_free, st.kv_capacity);
     }
     sx_sched_free(s);
+    sx_lora_free(lora);
     sx_model_free(m);
 }
 
 static void test_concurrent_equals_alone_llama(void **state)
 {
     (void)state;
-    check_concurrent_equals_alone("tiny-llama-q8_0.gguf");
+    check_concurrent_equals_alone("tiny-llama-q8_0.gguf", NULL);
 }
 
 static void test_concurrent_equals_alone_qwen2(void **state)
 {
     (void)state;
-    check_concurrent_equals_alone("tiny-qwen2-q8_0.gguf");
+    check_concurrent_equals_alone("tiny-qwen2-q8_0.gguf", NULL);
+}
+
+/* Jobs with different adapters (and none) share every step. */
+static void test_concurrent_adapters_llama(void **state)
+{
+    (void)state;
+    check_concurrent_equals_alone("tiny-llama-f32.gguf",
+                                  "lora-tiny-llama.gguf");
+}
+
+static void test_concurrent_adapters_qwen2(void **state)
+{
+    (void)state;
+    check_concurrent_equals_alone("tiny-qwen2-q8_0.gguf",
+                                  "lora-tiny-qwen2.gguf");
 }
 
 static void test_cancel(void **state)
@@ -617,6 +662,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_equals_alone_llama),
         cmocka_unit_test(test_concurrent_equals_alone_qwen2),
+        cmocka_unit_test(test_concurrent_adapters_llama),
+        cmocka_unit_test(test_concurrent_adapters_qwen2),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_limits_and_admission),

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Gateway benchmark: the latency synapsex adds in front of an upstream, and
+# its throughput, with governance on (key auth, tenant settings, rate limit
+# and quota admission, durable usage ledger), side by side in one run with
+# the Portkey gateway (npm @portkey-ai/gateway 1.15.2) in front of the same
+# loopback mock upstream (mock_upstream.c, a few microseconds per answer).
+#
+#   bench/gateway/run.sh [--rounds N] [--seconds S]
+#
+# Each round measures, at concurrency 1 and 64 (wrk), the mock directly,
+# then synapsex, then Portkey; medians over the rounds are printed. Added
+# latency = a gateway's p50/p99 minus the mock's own at the same
+# concurrency. Needs wrk (apt) and node + npm.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out="$root/bench/out/gateway"
+rounds=3
+seconds=5
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+command -v node >/dev/null || { echo "node is missing" >&2; exit 1; }
+
+mkdir -p "$out"
+rm -rf "$out/data"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
+# 1. Build synapsex and the mock; install Portkey.
+make -C "$root" -s -j"$(nproc)" build/synapsex
+cc -O2 -Wall -Wextra -o "$out/mock_upstream" "$here/mock_upstream.c"
+[ -d "$here/node_modules/@portkey-ai/gateway" ] || (cd "$here" && npm install --no-audit --no-fund --silent)
+
+# 2. Start the mock, synapsex (in front of it) and Portkey.
+mock_port=$(free_port); sx_port=$(free_port); pk_port=$(free_port)
+"$out/mock_upstream" "$mock_port" & pids+=($!)
+admin="sk-admin-$(head -c 64 /dev/urandom | base64 | tr -dc A-Za-z0-9 | head -c 43)"
+SYNAPSEX_ADMIN_KEY=$admin "$root/build/synapsex" serve --listen "127.0.0.1:$sx_port" \
+    --data "$out/data" --log-level warn --upstream "synapsex-chat=http://127.0.0.1:$mock_port/v1" \
+    > "$out/synapsex.log" 2>&1 & pids+=($!)
+node "$here/node_modules/@portkey-ai/gateway/build/start-server.js" --port="$pk_port" \
+    > "$out/portkey.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$sx_port/healthz"
+wait_http "http://127.0.0.1:$pk_port/"
+
+# 3. A tenant with governance on and limits high enough not to refuse.
+tenant=$(curl -s "http://127.0.0.1:$sx_port/v1/tenants" -H "Authorization: Bearer $admin" \
+    -H 'Content-Type: application/json' \
+    -d '{"name":"Bench","slug":"bench","tier":"enterprise","settings":{"rate_limit_rpm":1000000000,"custom_system_prompt":"You help a pharmacy."}}')
+key=$(echo "$tenant" | /usr/bin/python3 -c 'import json,sys;print(json.load(sys.stdin)["api_key"])')
+
+# 4. Rounds: each target at c=1 and c=64.
+run_wrk() { # target conc -> "rps p50_us p99_us non200"
+    local url=$1 conc=$2 threads=1 txt
+    [ "$conc" -gt 1 ] && threads=2
+    txt=$(wrk -t"$threads" -c"$conc" -d"${seconds}s" --latency -s "$here/post.lua" "$url")
+    echo "$txt" | /usr/bin/python3 -c '
+import re, sys
+t = sys.stdin.read()
+def us(s):
+    v, u = re.match(r"([\d.]+)(us|ms|s)", s).groups()
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = us(re.search(r"50%\s+(\S+)", t).group(1))
+p99 = us(re.search(r"99%\s+(\S+)", t).group(1))
+bad = int(re.search(r"non200 (\d+)", t).group(1))
+print(rps, p50, p99, bad)'
+}
+results="$out/results.txt"
+: > "$results"
+for r in $(seq "$rounds"); do
+    for conc in 1 64; do
+        echo "mock $conc $(run_wrk "http://127.0.0.1:$mock_port/v1/chat/completions" "$conc")" >> "$results"
+        echo "synapsex $conc $(H_AUTHORIZATION="Bearer $key" run_wrk "http://127.0.0.1:$sx_port/v1/chat/completions" "$conc")" >> "$results"
+        echo "portkey $conc $(H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
+            H_X_PORTKEY_CUSTOM_HOST="http://127.0.0.1:$mock_port/v1" \
+            run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" "$conc")" >> "$results"
+    done
+    echo "round $r done" >&2
+done
+
+# 5. Medians and ratios.
+/usr/bin/python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+med = {}
+for name in ("mock", "synapsex", "portkey"):
+    for c in ("1", "64"):
+        rs = [r for r in rows if r[0] == name and r[1] == c]
+        med[name, c] = [statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4)] + \
+                       [sum(int(r[5]) for r in rs)]
+print(f"{'gateway':10} {'conc':>4} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} "
+      f"{'added p50':>10} {'added p99':>10} {'non-200':>8}")
+for c in ("1", "64"):
+    base = med["mock", c]
+    for name in ("mock", "synapsex", "portkey"):
+        rps, p50, p99, bad = med[name, c]
+        add = "" if name == "mock" else f"{p50 - base[1]:10.0f} {p99 - base[2]:10.0f}"
+        print(f"{name:10} {c:>4} {rps:10.0f} {p50:9.0f} {p99:9.0f} {add:>21} {bad:8d}")
+for c in ("1", "64"):
+    print(f"c={c}: synapsex / portkey requests/s = "
+          f"{med['synapsex', c][0] / med['portkey', c][0]:.1f}x")
+PY

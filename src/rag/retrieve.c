@@ -1,0 +1,287 @@
+/* Retrieval for the rag module: the module object, ranking a tenant's
+ * chunks for a text (what the search endpoint and chat both call), the
+ * chat entry point that applies the tenant's RAG settings, and the two
+ * renderings of a result: the system-prompt block and meta.rag. */
+#include "rag/internal.h"
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOP_K_MAX 1000
+
+static const struct sx_rag_limits default_limits = {
+    .docs_per_request = 100,
+    .doc_text_bytes = 262144,
+    .title_bytes = 512,
+    .metadata_bytes = 4096,
+    .docs_per_dataset = 100000,
+    .datasets_per_tenant = 100,
+};
+
+sx_rag *sx_rag_open(sx_store *store, sx_tenancy *tenancy, const struct sx_rag_limits *limits,
+                    char *err, size_t errlen)
+{
+    sx_rag *rag = calloc(1, sizeof(*rag));
+    sx_db *db;
+    sx_stmt *st;
+
+    if (!rag) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    rag->store = store;
+    rag->tenancy = tenancy;
+    rag->limits = limits ? *limits : default_limits;
+    if (sx_rag_schema(rag, err, errlen) != 0)
+        goto fail;
+
+    /* The ranking function must be on every connection. */
+    db = sx_store_acquire(store);
+    st = db ? sx_db_query(db, "SELECT sx_rag_probe()", "") : NULL;
+    if (!st || sx_stmt_step(st) != SX_STORE_ROW) {
+        snprintf(err, errlen, "rag: the SQLite ranking function is missing; call "
+                 "sx_rag_sqlite_setup() before sx_store_open()");
+        if (st)
+            sx_stmt_done(st);
+        sx_store_release(store, db);
+        goto fail;
+    }
+    sx_stmt_done(st);
+    sx_store_release(store, db);
+    return rag;
+fail:
+    free(rag);
+    return NULL;
+}
+
+void sx_rag_close(sx_rag *rag)
+{
+    free(rag);
+}
+
+/* ---- results ------------------------------------------------------------- */
+
+void sx_rag_result_clear(struct sx_rag_result *r)
+{
+    size_t i;
+
+    if (!r)
+        return;
+    for (i = 0; i < r->n; i++) {
+        free(r->hits[i].title);
+        free(r->hits[i].text);
+        json_decref(r->hits[i].metadata);
+    }
+    free(r->hits);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Fills hit from its chunk row, checking once more that it is the
+ * tenant's. SX_ENOTFOUND if the row vanished (a concurrent delete). */
+static int load_hit(sx_db *db, const char *tenant_id, int64_t rowid, struct sx_rag_hit *h)
+{
+    sx_stmt *st = sx_db_query(db, "SELECT c.dataset_id, c.doc_id, c.seq, c.title, c.text, "
+                                  "d.metadata FROM rag_chunks c JOIN rag_docs d ON "
+                                  "d.dataset_id = c.dataset_id AND d.doc_id = c.doc_id "
+                                  "WHERE c.id = $1 AND c.tenant_id = $2 AND d.tenant_id = $2",
+                              "it", rowid, tenant_id);
+    int rc;
+
+    if (!st)
+        return SX_ESTORE;
+    rc = sx_stmt_step(st);
+    if (rc == SX_STORE_ROW) {
+        snprintf(h->chunk_id, sizeof(h->chunk_id), "chk_%lld", (long long)rowid);
+        snprintf(h->dataset_id, sizeof(h->dataset_id), "%s", sx_stmt_text(st, 0));
+        snprintf(h->doc_id, sizeof(h->doc_id), "%s", sx_stmt_text(st, 1));
+        h->chunk_index = (int)sx_stmt_int(st, 2);
+        h->title = strdup(sx_stmt_text(st, 3));
+        h->text = strdup(sx_stmt_text(st, 4));
+        h->metadata = json_loads(sx_stmt_text(st, 5), 0, NULL);
+        if (!h->metadata)
+            h->metadata = json_object();
+        rc = h->title && h->text && h->metadata ? 0 : SX_ENOMEM;
+    } else {
+        rc = rc == SX_STORE_DONE ? SX_ENOTFOUND : SX_ESTORE;
+    }
+    sx_stmt_done(st);
+    return rc;
+}
+
+/* A dataset filter from the API: an array of 1..100 "ds_" ids, as JSON. */
+static int datasets_filter(const json_t *v, char **out, struct sx_fault *f)
+{
+    size_t i;
+    json_t *x;
+
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 100)
+        goto bad;
+    json_array_foreach(v, i, x) {
+        if (!json_is_string(x) || json_string_length(x) >= SX_RAG_DATASET_ID_MAX)
+            goto bad;
+    }
+    *out = json_dumps(v, JSON_COMPACT);
+    return *out ? 0 : SX_ENOMEM;
+bad:
+    if (f) {
+        f->code = "invalid_datasets";
+        snprintf(f->param, sizeof(f->param), "dataset_ids");
+        snprintf(f->message, sizeof(f->message), "dataset_ids must be an array of 1 to 100 "
+                 "dataset ids (\"ds_...\")");
+    }
+    return SX_EINVAL;
+}
+
+int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t len,
+                    const struct sx_rag_query *q, struct sx_rag_result *out,
+                    struct sx_fault *f)
+{
+    struct sx_rag_terms terms;
+    struct sx_rag_cand *cand = NULL;
+    int64_t t0 = sx_time_mono_ns();
+    size_t n_cand = 0, i;
+    char *filter = NULL;
+    int top_k = q->top_k < 1 ? 1 : q->top_k > TOP_K_MAX ? TOP_K_MAX : q->top_k;
+    sx_db *db = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = datasets_filter(q->datasets, &filter, f)) != 0)
+        return rc;
+    sx_rag_terms_parse(text, len, &terms);
+    out->n_terms = terms.n;
+    if (terms.n == 0)
+        goto done;
+
+    /* 1. Rank in the index; hits come back best first. */
+    cand = malloc((size_t)top_k * sizeof(*cand));
+    out->hits = calloc((size_t)top_k, sizeof(*out->hits));
+    if (!cand || !out->hits) {
+        rc = SX_ENOMEM;
+        goto done;
+    }
+    if (!(db = sx_store_acquire(rag->store))) {
+        rc = SX_ESTORE;
+        goto done;
+    }
+    if ((rc = sx_rag_index_search(db, tenant_id, &terms, filter, cand, (size_t)top_k,
+                                  &n_cand)) != 0)
+        goto done;
+
+    /* 2. Keep those above the threshold, with their text and metadata. */
+    for (i = 0; i < n_cand; i++) {
+        struct sx_rag_hit *h = &out->hits[out->n];
+        double s = sx_rag_normalise(cand[i].bm25, cand[i].ideal);
+
+        if (s < q->threshold)
+            break; /* scores only fall from here */
+        rc = load_hit(db, tenant_id, cand[i].rowid, h);
+        if (rc == SX_ENOTFOUND)
+            continue;
+        out->n++;
+        if (rc != 0)
+            goto done;
+        h->score = s;
+        h->bm25 = cand[i].bm25;
+    }
+    rc = 0;
+done:
+    sx_store_release(rag->store, db);
+    free(cand);
+    free(filter);
+    if (rc != 0)
+        sx_rag_result_clear(out);
+    else
+        out->took_ms = (double)(sx_time_mono_ns() - t0) / 1e6;
+    return rc;
+}
+
+int sx_rag_augment(sx_rag *rag, const struct sx_tenant *t, const char *query, size_t len,
+                   struct sx_rag_result *out)
+{
+    struct sx_rag_query q = {0};
+
+    memset(out, 0, sizeof(*out));
+    if (!rag || !t || !t->settings.enable_rag || !query)
+        return 0;
+    q.top_k = t->settings.rag_top_k > 0 ? t->settings.rag_top_k : 5;
+    q.threshold = t->settings.rag_threshold;
+    return sx_rag_retrieve(rag, t->id, query, len, &q, out, NULL);
+}
+
+/* ---- renderings ---------------------------------------------------------- */
+
+char *sx_rag_render_context(const struct sx_rag_result *r)
+{
+    char *buf = NULL;
+    size_t size = 0, i;
+    FILE *m;
+
+    if (!r || r->n == 0 || !(m = open_memstream(&buf, &size)))
+        return NULL;
+    fputs("Use the following documents from this organisation's knowledge base when they "
+          "help answer the user. Each starts with its title and details.\n", m);
+    for (i = 0; i < r->n; i++) {
+        const struct sx_rag_hit *h = &r->hits[i];
+        char *meta = json_object_size(h->metadata) ? json_dumps(h->metadata, JSON_COMPACT)
+                                                   : NULL;
+
+        fprintf(m, "\n[%zu] %s (doc %s)\n", i + 1, h->title[0] ? h->title : "untitled",
+                h->doc_id);
+        if (meta)
+            fprintf(m, "Details: %s\n", meta);
+        fprintf(m, "%s\n", h->text);
+        free(meta);
+    }
+    if (fclose(m) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+json_t *sx_rag_result_meta(const struct sx_rag_result *r, int top_k, double threshold)
+{
+    json_t *chunks = json_array();
+    size_t i;
+
+    for (i = 0; chunks && r && i < r->n; i++) {
+        const struct sx_rag_hit *h = &r->hits[i];
+
+        json_array_append_new(chunks, json_pack("{s:s, s:s, s:s, s:i, s:s, s:f}", "doc_id",
+                                                h->doc_id, "chunk_id", h->chunk_id,
+                                                "dataset_id", h->dataset_id, "chunk_index",
+                                                h->chunk_index, "title", h->title, "score",
+                                                h->score));
+    }
+    return json_pack("{s:b, s:o, s:i, s:f}", "used", r && r->n > 0, "chunks",
+                     chunks ? chunks : json_array(), "top_k", top_k, "threshold", threshold);
+}
+
+json_t *sx_rag_result_to_json(const struct sx_rag_result *r)
+{
+    json_t *data = json_array();
+    size_t i;
+
+    for (i = 0; data && i < r->n; i++) {
+        const struct sx_rag_hit *h = &r->hits[i];
+
+        json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:O, s:f}",
+                                              "chunk_id", h->chunk_id, "dataset_id",
+                                              h->dataset_id, "doc_id", h->doc_id,
+                                              "chunk_index", h->chunk_index, "title",
+                                              h->title, "text", h->text, "metadata",
+                                              h->metadata, "score", h->score));
+    }
+    return json_pack("{s:s, s:o, s:I, s:f}", "object", "search_results", "data",
+                     data ? data : json_array(), "query_terms", (json_int_t)r->n_terms,
+                     "took_ms", r->took_ms);
+}

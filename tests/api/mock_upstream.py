@@ -1,0 +1,239 @@
+"""A loopback OpenAI-compatible upstream for the serving tests, plus a
+helper that starts synapsex with extra flags (models, upstreams).
+
+The mock answers /v1/chat/completions, /v1/completions and /v1/embeddings
+with canned text. The last user message (or the prompt) steers it:
+  "MOCK:delay=S"     wait S seconds before answering
+  "MOCK:status=N"    answer HTTP N with an OpenAI error body
+  "MOCK:nousage"     never send a usage object
+  "MOCK:slow=N"      stream N chunks, 0.1 s apart (for disconnect tests)
+  "MOCK:cut"         close the stream before the end
+Every request body is recorded in MockUpstream.requests; a relay the client
+dropped is counted in MockUpstream.disconnects.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+sys.path.insert(0, os.path.dirname(__file__))
+import conftest  # noqa: E402  (shared server helpers and the leak check)
+
+REPLY = "Aspirin interacts with warfarin and ibuprofen."
+
+
+class MockUpstream:
+    def __init__(self, key=None):
+        self.key = key
+        self.requests = []
+        self.disconnects = 0
+        self.lock = threading.Lock()
+        mock = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(n) or b"{}")
+                with mock.lock:
+                    mock.requests.append({"path": self.path, "body": body,
+                                          "auth": self.headers.get("Authorization")})
+                if mock.key and self.headers.get("Authorization") != f"Bearer {mock.key}":
+                    return self.error(401, "bad key")
+                steer = mock.steer(body)
+                m = re.search(r"MOCK:delay=([\d.]+)", steer)
+                if m:
+                    time.sleep(float(m.group(1)))
+                m = re.search(r"MOCK:status=(\d+)", steer)
+                if m:
+                    return self.error(int(m.group(1)), "mock failure")
+                if self.path.endswith("/embeddings"):
+                    return self.embeddings(body)
+                if body.get("stream"):
+                    return self.stream(body, steer)
+                return self.whole(body)
+
+            def error(self, status, msg):
+                data = json.dumps({"error": {"message": msg, "type": "x",
+                                             "param": None, "code": None}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def embeddings(self, body):
+                inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                data = {"object": "list", "model": body["model"],
+                        "data": [{"object": "embedding", "index": i,
+                                  "embedding": [0.5, -0.25, float(len(s))]}
+                                 for i, s in enumerate(inputs)],
+                        "usage": {"prompt_tokens": 7 * len(inputs), "total_tokens": 7}}
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def whole(self, body):
+                raw = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": REPLY},
+                     "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def stream(self, body, steer):
+                chat = "messages" in body
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                m = re.search(r"MOCK:slow=(\d+)", steer)
+                words = ["w "] * int(m.group(1)) if m else \
+                    [w + " " for w in REPLY.split(" ")]
+                words[-1] = words[-1].rstrip()
+                try:
+                    for i, w in enumerate(words):
+                        if chat:
+                            ch = {"index": 0, "delta": {"content": w}, "finish_reason": None}
+                        else:
+                            ch = {"index": 0, "text": w, "finish_reason": None}
+                        self.event({"id": "u", "choices": [ch]})
+                        if m:
+                            time.sleep(0.1)
+                        if "MOCK:cut" in steer and i == 1:
+                            return
+                    last = {"index": 0, "finish_reason": "stop"}
+                    last["delta" if chat else "text"] = {} if chat else ""
+                    self.event({"id": "u", "choices": [last]})
+                    if "MOCK:nousage" not in steer and \
+                            (body.get("stream_options") or {}).get("include_usage"):
+                        self.event({"id": "u", "choices": [], "usage": {
+                            "prompt_tokens": 11, "completion_tokens": len(words),
+                            "total_tokens": 11 + len(words)}})
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    with mock.lock:
+                        mock.disconnects += 1
+
+            def event(self, obj):
+                self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+                self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def steer(body):
+        if "prompt" in body:
+            return str(body["prompt"])
+        if isinstance(body.get("input"), str):
+            return body["input"]
+        msgs = body.get("messages") or []
+        users = [m for m in msgs if m.get("role") == "user"]
+        return str(users[-1]["content"]) if users else ""
+
+    def last(self, path_end="/chat/completions"):
+        with self.lock:
+            for r in reversed(self.requests):
+                if r["path"].endswith(path_end):
+                    return r
+        return None
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def fixtures_dir():
+    d = os.environ.get("SYNAPSEX_FIXTURES", os.path.join("..", "shared", "fixtures"))
+    return os.path.abspath(d)
+
+
+def tiny_model():
+    path = os.path.join(fixtures_dir(), "models", "tiny-qwen2-q8_0.gguf")
+    return path if os.path.isfile(path) else None
+
+
+def start_synapsex(extra_args, env_extra=None):
+    """Starts build/synapsex on a free port with extra flags; returns a
+    conftest.Server. Stop it with stop_synapsex()."""
+    binary = os.path.join(conftest.REPO, os.environ.get("SYNAPSEX_BIN", "build/synapsex"))
+    data_dir = tempfile.mkdtemp(prefix="sx-serve-")
+    log_path = os.path.join(data_dir, "server.log")
+    admin_key = "sk-admin-" + conftest.rand62(43)
+    conftest.SENSITIVE.add_secret(admin_key)
+    env = dict(os.environ)
+    env.pop("SYNAPSEX_CONFIG", None)
+    env.update(env_extra or {})
+    env["SYNAPSEX_ADMIN_KEY"] = admin_key
+    env["SYNAPSEX_LOG_LEVEL"] = "debug"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logf = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data",
+         os.path.join(data_dir, "data")] + extra_args,
+        stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        cwd=data_dir)
+    logf.close()
+    srv = conftest.Server(binary, port, data_dir, log_path, admin_key, proc)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited at start: {srv.log_text()[-3000:]}")
+        try:
+            if requests.get(srv.root + "/healthz", timeout=1).status_code == 200:
+                return srv
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"server did not start: {srv.log_text()[-3000:]}")
+
+
+def stop_synapsex(srv):
+    srv.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = srv.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
+        srv.proc.wait()
+        raise AssertionError("server did not exit within 20 s of SIGTERM")
+    log = srv.log_text()
+    assert rc == 0, f"server exited {rc}; log tail:\n{log[-3000:]}"
+    leaks = conftest.SENSITIVE.leaks_in(log)
+    assert not leaks, f"secret or tenant text in the server log {srv.log_path}"
+
+
+if __name__ == "__main__":
+    # Standalone: python3 mock_upstream.py [PORT-file]; prints the URL.
+    m = MockUpstream(key=os.environ.get("MOCK_KEY"))
+    print(m.url, flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass

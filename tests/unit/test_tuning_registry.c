@@ -1,0 +1,232 @@
+/* Adapter registry tests: uploads validated against the base model,
+ * versions and activation/rollback, in-flight handles surviving a switch,
+ * the memory budget with LRU eviction, preloading after a restart, and the
+ * purge of a deleted tenant (rows, files, cache). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/err.h"
+#include "tuning/registry.h"
+
+static char fixtures[4096];
+
+static int have_fixtures(void)
+{
+    const char *d = getenv("SYNAPSEX_FIXTURES");
+    struct stat st;
+
+    snprintf(fixtures, sizeof(fixtures), "%s", d ? d : "../shared/fixtures");
+    return stat(fixtures, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static char *slurp(const char *rel, size_t *len)
+{
+    char path[8192];
+    FILE *f;
+    char *buf;
+    long n;
+
+    snprintf(path, sizeof(path), "%s/%s", fixtures, rel);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)n);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+/* Two local models: "tiny" (llama f32) and "qwen" (qwen2 q8_0). */
+static sx_model *llama, *qwen;
+
+static const sx_model *model_of(void *ctx, const char *name)
+{
+    (void)ctx;
+    if (strcmp(name, "tiny") == 0)
+        return llama;
+    if (strcmp(name, "qwen") == 0)
+        return qwen;
+    return NULL;
+}
+
+static struct sx_tenant tenant(const char *id, const char *slug)
+{
+    struct sx_tenant t;
+
+    memset(&t, 0, sizeof(t));
+    snprintf(t.id, sizeof(t.id), "%s", id);
+    snprintf(t.slug, sizeof(t.slug), "%s", slug);
+    return t;
+}
+
+static int version_of(json_t *v)
+{
+    int n = (int)json_integer_value(json_object_get(v, "number"));
+
+    json_decref(v);
+    return n;
+}
+
+static void test_registry(void **state)
+{
+    char dir[] = "/tmp/sx_registry_XXXXXX", err[256], msg[256], path[512];
+    struct sx_registry_options o = {.model_of = model_of, .preload = -1};
+    struct sx_tenant a = tenant("tenant_aaaa", "acme"), b = tenant("tenant_bbbb", "bolt");
+    sx_store *store;
+    sx_registry *r;
+    sx_adapter_handle *h1, *h2, *hb;
+    json_t *v, *list;
+    char *lora, *qlora, base[64];
+    size_t len, qlen;
+    int n, ver;
+    uint64_t bytes;
+
+    (void)state;
+    if (!have_fixtures()) {
+        printf("skipped: fixtures absent\n");
+        skip();
+    }
+    llama = sx_model_load(strcat(strcpy(path, fixtures), "/models/tiny-llama-f32.gguf"), NULL,
+                          err, sizeof(err));
+    qwen = sx_model_load(strcat(strcpy(path, fixtures), "/models/tiny-qwen2-q8_0.gguf"), NULL,
+                         err, sizeof(err));
+    assert_non_null(llama);
+    assert_non_null(qwen);
+    lora = slurp("models/lora-tiny-llama.gguf", &len);
+    qlora = slurp("models/lora-tiny-qwen2.gguf", &qlen);
+    assert_non_null(mkdtemp(dir));
+    o.data_dir = dir;
+    store = sx_store_open(NULL, dir, 4, err, sizeof(err));
+    assert_non_null(store);
+    r = sx_registry_open(store, NULL, &o, err, sizeof(err));
+    assert_non_null(r);
+
+    /* Nothing yet. */
+    assert_int_equal(sx_tuning_active_adapter(r, &a, "tiny", &h1), SX_ENOTFOUND);
+    assert_null(h1);
+
+    /* Uploads: validated against the named base model. */
+    assert_int_equal(sx_registry_upload(r, &a, "qwen", lora, len, true, NULL, &v, msg, sizeof(msg)),
+                     SX_EINVAL);
+    assert_non_null(strstr(msg, "architecture"));
+    assert_int_equal(sx_registry_upload(r, &a, "tiny", "GGUF junk", 9, true, NULL, &v, msg,
+                                        sizeof(msg)), SX_EINVAL);
+    assert_int_equal(sx_registry_upload(r, &a, "nope", lora, len, true, NULL, &v, msg, sizeof(msg)),
+                     SX_ENOTFOUND);
+    assert_non_null(strstr(msg, "nope"));
+    assert_int_equal(sx_registry_upload(r, &a, "tiny", lora, len, true, NULL, &v, msg, sizeof(msg)),
+                     0);
+    assert_string_equal(json_string_value(json_object_get(v, "version")), "v1");
+    assert_string_equal(json_string_value(json_object_get(v, "model_id")), "tiny:acme-v1");
+    assert_int_equal(json_integer_value(json_object_get(v, "rank")), 4);
+    assert_int_equal(json_integer_value(json_object_get(v, "size_bytes")), (json_int_t)len);
+    assert_int_equal(strlen(json_string_value(json_object_get(v, "sha256"))), 64);
+    json_decref(v);
+    snprintf(path, sizeof(path), "%s/adapters/tenant_aaaa/1.gguf", dir);
+    assert_int_equal(access(path, R_OK), 0);
+    assert_int_equal(sx_registry_upload(r, &a, "tiny", lora, len, true, NULL, &v, msg, sizeof(msg)),
+                     0);
+    assert_int_equal(version_of(v), 2);
+
+    /* The active one, v2; a request holds it across a rollback to v1. */
+    assert_int_equal(sx_tuning_active_adapter(r, &a, "tiny", &h2), 0);
+    assert_int_equal(sx_adapter_version(h2), 2);
+    assert_string_equal(sx_adapter_base_model(h2), "tiny");
+    assert_int_equal(sx_tuning_active_adapter(r, &a, "qwen", &h1), SX_ENOTFOUND);
+    assert_int_equal(sx_registry_activate(r, &a, 1, NULL, &v), 0);
+    assert_int_equal(version_of(v), 1);
+    assert_int_equal(sx_registry_activate(r, &a, 9, NULL, &v), SX_ENOTFOUND);
+    assert_int_equal(sx_tuning_active_adapter(r, &a, "tiny", &h1), 0);
+    assert_int_equal(sx_adapter_version(h1), 1);
+    assert_int_equal(sx_adapter_version(h2), 2);
+    assert_int_equal(sx_lora_get_info(sx_adapter_lora(h2))->rank, 4);
+    assert_int_equal(sx_registry_active_version(r, "tenant_aaaa", &ver, base, sizeof(base)), 0);
+    assert_int_equal(ver, 1);
+    assert_string_equal(base, "tiny");
+
+    /* The listing. */
+    assert_int_equal(sx_registry_list(r, &a, &list), 0);
+    assert_int_equal(json_array_size(json_object_get(list, "data")), 2);
+    assert_string_equal(json_string_value(json_object_get(list, "active")), "v1");
+    assert_true(json_is_false(json_object_get(
+        json_array_get(json_object_get(list, "data"), 1), "active")));
+    json_decref(list);
+
+    /* Versions are per tenant; the other tenant's upload is its own v1. */
+    assert_int_equal(sx_registry_upload(r, &b, "qwen", qlora, qlen, true, NULL, &v, msg,
+                                        sizeof(msg)), 0);
+    assert_int_equal(version_of(v), 1);
+    assert_int_equal(sx_tuning_active_adapter(r, &b, "qwen", &hb), 0);
+    assert_ptr_not_equal(sx_adapter_lora(hb), sx_adapter_lora(h1));
+    sx_adapter_release(hb);
+    sx_adapter_release(h1);
+    sx_adapter_release(h2);
+    sx_registry_cache_stats(r, &n, &bytes);
+    assert_int_equal(n, 3);
+    sx_registry_close(r);
+
+    /* Restart with a budget that holds one adapter: preloading fills it,
+     * and taking another evicts the least recently used. */
+    o.preload = 0;
+    o.mem_budget = bytes / 3 + 1024;
+    r = sx_registry_open(store, NULL, &o, err, sizeof(err));
+    assert_non_null(r);
+    sx_registry_cache_stats(r, &n, &bytes);
+    assert_int_equal(n, 1);
+    assert_int_equal(sx_tuning_active_adapter(r, &a, "tiny", &h1), 0);
+    assert_int_equal(sx_tuning_active_adapter(r, &b, "qwen", &hb), 0);
+    sx_registry_cache_stats(r, &n, &bytes);
+    assert_int_equal(n, 1);
+    assert_true(bytes <= o.mem_budget);
+    /* An evicted adapter held by a request stays usable. */
+    assert_int_equal(sx_lora_get_info(sx_adapter_lora(h1))->n_matrices, 14);
+    assert_int_equal(sx_lora_get_info(sx_adapter_lora(hb))->n_matrices, 14);
+    sx_adapter_release(h1);
+    sx_adapter_release(hb);
+
+    /* Purge: rows, files and cache of that tenant only. */
+    {
+        sx_db *db = sx_store_acquire(store);
+
+        assert_int_equal(sx_registry_purge(r, db, "tenant_aaaa"), 0);
+        sx_store_release(store, db);
+    }
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(sx_tuning_active_adapter(r, &a, "tiny", &h1), SX_ENOTFOUND);
+    assert_int_equal(sx_registry_list(r, &a, &list), 0);
+    assert_int_equal(json_array_size(json_object_get(list, "data")), 0);
+    assert_true(json_is_null(json_object_get(list, "active")));
+    json_decref(list);
+    assert_int_equal(sx_tuning_active_adapter(r, &b, "qwen", &hb), 0);
+    sx_adapter_release(hb);
+
+    sx_registry_close(r);
+    sx_store_close(store);
+    sx_model_free(llama);
+    sx_model_free(qwen);
+    free(lora);
+    free(qlora);
+    snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+    assert_int_equal(system(path), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_registry),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
