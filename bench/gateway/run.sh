@@ -61,7 +61,7 @@ tenant=$(curl -s "http://127.0.0.1:$sx_port/v1/tenants" -H "Authorization: Beare
     -d '{"name":"Bench","slug":"bench","tier":"enterprise","settings":{"rate_limit_rpm":1000000000,"custom_system_prompt":"You help a pharmacy."}}')
 key=$(echo "$tenant" | /usr/bin/python3 -c 'import json,sys;print(json.load(sys.stdin)["api_key"])')
 
-# 4. Rounds: each target at c=1 and c=64.
+# 4. Rounds: each target at c=1 and c=64, after a warm-up of each.
 run_wrk() { # target conc -> "rps p50_us p99_us non200"
     local url=$1 conc=$2 threads=1 txt
     [ "$conc" -gt 1 ] && threads=2
@@ -69,17 +69,21 @@ run_wrk() { # target conc -> "rps p50_us p99_us non200"
     echo "$txt" | /usr/bin/python3 -c '
 import re, sys
 t = sys.stdin.read()
-def us(s):
-    v, u = re.match(r"([\d.]+)(us|ms|s)", s).groups()
-    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = us(re.search(r"50%\s+(\S+)", t).group(1))
-p99 = us(re.search(r"99%\s+(\S+)", t).group(1))
-bad = int(re.search(r"non200 (\d+)", t).group(1))
-print(rps, p50, p99, bad)'
+def us(pct):
+    m = re.search(pct + r"%\s+([\d.]+)(us|ms|s)\b", t)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else float("nan")
+m = re.search(r"Requests/sec:\s+([\d.]+)", t)
+bad = re.search(r"non200 (\d+)", t)
+print(float(m.group(1)) if m else 0.0, us("50"), us("99"), int(bad.group(1)) if bad else -1)'
 }
 results="$out/results.txt"
 : > "$results"
+seconds_main=$seconds; seconds=1
+H_AUTHORIZATION="Bearer $key" run_wrk "http://127.0.0.1:$sx_port/v1/chat/completions" 4 >/dev/null
+H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
+    H_X_PORTKEY_CUSTOM_HOST="http://127.0.0.1:$mock_port/v1" \
+    run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" 4 >/dev/null
+seconds=$seconds_main
 for r in $(seq "$rounds"); do
     for conc in 1 64; do
         echo "mock $conc $(run_wrk "http://127.0.0.1:$mock_port/v1/chat/completions" "$conc")" >> "$results"

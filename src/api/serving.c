@@ -17,7 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FINISHERS 8
+/* Finisher threads. Each blocks in sx_meter_settle() until its usage event
+ * is durable; the ledger commits whatever is waiting as one group, so more
+ * settlers in flight make bigger groups: 8 gave 7.6k requests/s through a
+ * loopback upstream at 64 connections, 32 gave 12k, 64 no more. */
+#define FINISHERS 32
 
 struct gen;
 

@@ -193,6 +193,16 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
 int sx_rag_augment(sx_rag *rag, const struct sx_tenant *t, const char *query, size_t len,
                    struct sx_rag_result *out);
 
+/* What chat calls on its messages ([{"role","content"}], content strings):
+ * with RAG on, retrieves for the last user message and adds the context
+ * block to the leading system message (inserting one if there is none), so
+ * that the prompt, and its token count, include it. *meta gets meta.rag
+ * (a new reference), or NULL when the tenant's RAG is off. A retrieval
+ * failure is logged and leaves the messages as they were (meta.rag says
+ * "error"): chat still answers. 0 or SX_ENOMEM. */
+int sx_rag_augment_messages(sx_rag *rag, const struct sx_tenant *t, json_t *messages,
+                            json_t **meta);
+
 /* The system-prompt block for the hits (titles, metadata, text), or NULL
  * when there are none or on ENOMEM. malloc'd; the caller frees. Chat adds
  * it to the system prompt before counting prompt tokens, so RAG context

@@ -148,6 +148,7 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
     struct sx_rag_cand *cand = NULL;
     int64_t t0 = sx_time_mono_ns();
     size_t n_cand = 0, i;
+    double ideal = 0;
     char *filter = NULL;
     int top_k = q->top_k < 1 ? 1 : q->top_k > TOP_K_MAX ? TOP_K_MAX : q->top_k;
     sx_db *db = NULL;
@@ -172,14 +173,14 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
         rc = SX_ESTORE;
         goto done;
     }
-    if ((rc = sx_rag_index_search(db, tenant_id, &terms, filter, cand, (size_t)top_k,
-                                  &n_cand)) != 0)
+    if ((rc = sx_rag_index_search(db, tenant_id, &terms, filter, q->threshold, cand,
+                                  (size_t)top_k, &n_cand, &ideal)) != 0)
         goto done;
 
     /* 2. Keep those above the threshold, with their text and metadata. */
     for (i = 0; i < n_cand; i++) {
         struct sx_rag_hit *h = &out->hits[out->n];
-        double s = sx_rag_normalise(cand[i].bm25, cand[i].ideal);
+        double s = sx_rag_normalise(cand[i].bm25, ideal);
 
         if (s < q->threshold)
             break; /* scores only fall from here */
@@ -215,6 +216,63 @@ int sx_rag_augment(sx_rag *rag, const struct sx_tenant *t, const char *query, si
     q.top_k = t->settings.rag_top_k > 0 ? t->settings.rag_top_k : 5;
     q.threshold = t->settings.rag_threshold;
     return sx_rag_retrieve(rag, t->id, query, len, &q, out, NULL);
+}
+
+int sx_rag_augment_messages(sx_rag *rag, const struct sx_tenant *t, json_t *messages,
+                            json_t **meta)
+{
+    struct sx_rag_result res;
+    json_t *m, *last_user = NULL, *first;
+    const char *q;
+    char *block, *merged;
+    size_t i;
+    int rc;
+
+    *meta = NULL;
+    if (!rag || !t || !t->settings.enable_rag || !json_is_array(messages))
+        return 0;
+    json_array_foreach(messages, i, m)
+        if (json_is_string(json_object_get(m, "role")) &&
+            strcmp(json_string_value(json_object_get(m, "role")), "user") == 0)
+            last_user = json_object_get(m, "content");
+    q = json_string_value(last_user);
+
+    /* 1. Retrieve; a failure leaves the prompt alone. */
+    rc = sx_rag_augment(rag, t, q ? q : "", q ? json_string_length(last_user) : 0, &res);
+    if (rc != 0) {
+        SX_WARN("rag", "retrieval for tenant %s failed: %s; answering without context",
+                t->id, sx_strerror(rc));
+        *meta = json_pack("{s:b, s:[], s:s}", "used", 0, "chunks", "error",
+                          "retrieval_failed");
+        return *meta ? 0 : SX_ENOMEM;
+    }
+    *meta = sx_rag_result_meta(&res, t->settings.rag_top_k, t->settings.rag_threshold);
+    block = sx_rag_render_context(&res);
+    sx_rag_result_clear(&res);
+    if (!*meta) {
+        free(block);
+        return SX_ENOMEM;
+    }
+    if (!block)
+        return 0;
+
+    /* 2. Into the leading system message, so that templates that allow
+     * one system turn only still take it. */
+    first = json_array_get(messages, 0);
+    if (first && json_is_string(json_object_get(first, "role")) &&
+        strcmp(json_string_value(json_object_get(first, "role")), "system") == 0 &&
+        json_is_string(json_object_get(first, "content"))) {
+        if (asprintf(&merged, "%s\n\n%s",
+                     json_string_value(json_object_get(first, "content")), block) < 0)
+            merged = NULL;
+        rc = merged ? json_object_set_new(first, "content", json_string(merged)) : -1;
+        free(merged);
+    } else {
+        rc = json_array_insert_new(messages, 0, json_pack("{s:s, s:s}", "role", "system",
+                                                          "content", block));
+    }
+    free(block);
+    return rc == 0 ? 0 : SX_ENOMEM;
 }
 
 /* ---- renderings ---------------------------------------------------------- */

@@ -322,3 +322,34 @@ def test_no_model_configured_is_503(api, tenant):
                                                       "messages": msgs()})
     err = assert_error(r, 503)
     assert "--model" in err["message"] and "--upstream" in err["message"]
+
+
+def test_200_concurrent_streams_on_4_http_threads(sapi):
+    """The server runs 4 HTTP threads; 200 streams that each last about
+    0.5 s are all served together, because a waiting stream holds none."""
+    import threading
+    _, key = sapi.create_tenant(tier="enterprise",
+                                settings={"rate_limit_rpm": 100000})
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        s = requests.Session()
+        r = s.post(sapi.srv.base + "/chat/completions", timeout=30,
+                   headers={"Authorization": f"Bearer {key}"},
+                   json={"model": "synapsex-chat", "stream": True,
+                         "messages": msgs("MOCK:slow=5")})
+        ok = r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+        with lock:
+            results.append(ok or r.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(200)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    took = time.monotonic() - t0
+    assert results.count(True) == 200, [x for x in results if x is not True][:5]
+    # Served one after another on 4 threads this would take 25 s.
+    assert took < 15, took

@@ -1,0 +1,436 @@
+/* Unit tests of the rag module over a real SQLite store: dataset and
+ * document lifecycle, upsert statuses, removal from the index, hostile
+ * queries against FTS5, score normalisation on real rankings, the
+ * allow_rag filter, and a randomised isolation test over many tenants
+ * sharing one vocabulary. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "rag/rag.h"
+
+struct fx {
+    char dir[64];
+    sx_store *store;
+    sx_rag *rag;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    char err[256];
+
+    sx_log_min_level = SX_LOG_ERROR;
+    assert_int_equal(sx_rag_sqlite_setup(), 0);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/sx_test_rag_XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->store = sx_store_open(NULL, f->dir, 4, err, sizeof(err));
+    assert_non_null(f->store);
+    f->rag = sx_rag_open(f->store, NULL, NULL, err, sizeof(err));
+    assert_non_null(f->rag);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    char cmd[128];
+
+    sx_rag_close(f->rag);
+    sx_store_close(f->store);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+/* Registers a dataset; returns its id in id (32 bytes). */
+static void dataset(struct fx *f, const char *tenant, const char *name, int allow_rag,
+                    char *id)
+{
+    struct sx_fault flt = {0};
+    json_t *body = json_pack("{s:s, s:s, s:{s:b}}", "name", name, "type", "documents",
+                             "data_use", "allow_rag", allow_rag), *out = NULL;
+
+    assert_int_equal(sx_rag_dataset_register(f->rag, tenant, body, &out, &flt), 0);
+    snprintf(id, 32, "%s", json_string_value(json_object_get(out, "id")));
+    assert_true(strncmp(id, "ds_", 3) == 0);
+    json_decref(out);
+    json_decref(body);
+}
+
+/* Uploads one document; returns the upload's status for it. */
+static const char *put(struct fx *f, const char *tenant, const char *ds, const char *doc_id,
+                       const char *title, const char *text)
+{
+    static char status[16];
+    struct sx_fault flt = {0};
+    json_t *body = json_pack("{s:[{s:s, s:s, s:s, s:{s:s}}]}", "docs", "doc_id", doc_id,
+                             "title", title, "text", text, "metadata", "owner", tenant),
+           *out = NULL;
+    int rc = sx_rag_docs_upload(f->rag, tenant, ds, body, &out, &flt);
+
+    json_decref(body);
+    if (rc != 0) {
+        snprintf(status, sizeof(status), "error %d", rc);
+        return status;
+    }
+    snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(
+        json_array_get(json_object_get(out, "results"), 0), "status")));
+    json_decref(out);
+    return status;
+}
+
+static size_t search(struct fx *f, const char *tenant, const char *query, double threshold,
+                     struct sx_rag_result *r)
+{
+    struct sx_rag_query q = {.top_k = 50, .threshold = threshold};
+
+    assert_int_equal(sx_rag_retrieve(f->rag, tenant, query, strlen(query), &q, r, NULL), 0);
+    return r->n;
+}
+
+static void test_spec_example(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32];
+    char *ctx;
+    json_t *meta;
+
+    dataset(f, "tenant_a", "product_catalog", 1, ds);
+    assert_string_equal(put(f, "tenant_a", ds, "med_001", "Aspirin 500mg",
+                            "Pain reliever and anti-inflammatory. Dosage: 1-2 tablets every "
+                            "4-6 hours..."), "created");
+    assert_int_equal(search(f, "tenant_a", "What pain medications do you have?", 0.5, &r), 1);
+    assert_string_equal(r.hits[0].doc_id, "med_001");
+    assert_string_equal(r.hits[0].title, "Aspirin 500mg");
+    assert_true(r.hits[0].score > 0.5 && r.hits[0].score <= 1.0);
+
+    /* The prompt block carries title, metadata and text. */
+    ctx = sx_rag_render_context(&r);
+    assert_non_null(strstr(ctx, "Aspirin 500mg"));
+    assert_non_null(strstr(ctx, "\"owner\":\"tenant_a\""));
+    assert_non_null(strstr(ctx, "Pain reliever"));
+    free(ctx);
+    meta = sx_rag_result_meta(&r, 5, 0.5);
+    assert_true(json_is_true(json_object_get(meta, "used")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(
+                            json_object_get(meta, "chunks"), 0), "doc_id")), "med_001");
+    json_decref(meta);
+    sx_rag_result_clear(&r);
+
+    /* Nothing relevant: nothing retrieved, nothing rendered. */
+    assert_int_equal(search(f, "tenant_a", "car insurance quote", 0.1, &r), 0);
+    assert_null(sx_rag_render_context(&r));
+    sx_rag_result_clear(&r);
+}
+
+static void test_upsert_statuses_and_delete(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32];
+    json_t *o = NULL;
+
+    dataset(f, "tenant_a", "faq", 1, ds);
+    assert_string_equal(put(f, "tenant_a", ds, "d1", "Returns", "Refunds take ten days."),
+                        "created");
+    assert_string_equal(put(f, "tenant_a", ds, "d1", "Returns", "Refunds take ten days."),
+                        "unchanged");
+    assert_string_equal(put(f, "tenant_a", ds, "d1", "Returns", "Exchanges take two days."),
+                        "updated");
+    /* The old text is gone from the index, the new one is there. */
+    assert_int_equal(search(f, "tenant_a", "refunds", 0, &r), 0);
+    sx_rag_result_clear(&r);
+    assert_int_equal(search(f, "tenant_a", "exchanges", 0, &r), 1);
+    sx_rag_result_clear(&r);
+
+    assert_int_equal(sx_rag_dataset_get(f->rag, "tenant_a", ds, &o), 0);
+    assert_int_equal(json_integer_value(json_object_get(o, "doc_count")), 1);
+    json_decref(o);
+    assert_int_equal(sx_rag_doc_get(f->rag, "tenant_b", ds, "d1", &o), SX_ENOTFOUND);
+    assert_int_equal(sx_rag_doc_delete(f->rag, "tenant_b", ds, "d1"), SX_ENOTFOUND);
+    assert_int_equal(sx_rag_doc_delete(f->rag, "tenant_a", ds, "d1"), 0);
+    assert_int_equal(sx_rag_doc_delete(f->rag, "tenant_a", ds, "d1"), SX_ENOTFOUND);
+    assert_int_equal(search(f, "tenant_a", "exchanges", 0, &r), 0);
+    sx_rag_result_clear(&r);
+
+    assert_string_equal(put(f, "tenant_a", ds, "d2", "Shipping", "Shipping is free."),
+                        "created");
+    assert_int_equal(sx_rag_dataset_delete(f->rag, "tenant_b", ds), SX_ENOTFOUND);
+    assert_int_equal(sx_rag_dataset_delete(f->rag, "tenant_a", ds), 0);
+    assert_int_equal(search(f, "tenant_a", "shipping", 0, &r), 0);
+    sx_rag_result_clear(&r);
+    assert_int_equal(sx_rag_dataset_get(f->rag, "tenant_a", ds, &o), SX_ENOTFOUND);
+}
+
+static void test_upload_validation_names_the_field(void **state)
+{
+    struct fx *f = *state;
+    struct sx_fault flt = {0};
+    char ds[32];
+    json_t *body, *out = NULL;
+
+    dataset(f, "tenant_a", "v", 1, ds);
+    body = json_pack("{s:[{s:s, s:s}, {s:s, s:i}]}", "docs", "doc_id", "ok", "text", "fine",
+                     "doc_id", "bad", "text", 5);
+    assert_int_equal(sx_rag_docs_upload(f->rag, "tenant_a", ds, body, &out, &flt), SX_EINVAL);
+    assert_string_equal(flt.param, "docs[1].text");
+    json_decref(body);
+    body = json_pack("{s:[{s:s, s:s}]}", "docs", "doc_id", "a/b", "text", "x");
+    assert_int_equal(sx_rag_docs_upload(f->rag, "tenant_a", ds, body, &out, &flt), SX_EINVAL);
+    assert_string_equal(flt.param, "docs[0].doc_id");
+    json_decref(body);
+    body = json_pack("{s:[{s:s, s:s}, {s:s, s:s}]}", "docs", "doc_id", "a", "text", "x",
+                     "doc_id", "a", "text", "y");
+    assert_int_equal(sx_rag_docs_upload(f->rag, "tenant_a", ds, body, &out, &flt), SX_EINVAL);
+    assert_string_equal(flt.param, "docs[1].doc_id");
+    json_decref(body);
+    /* Nothing of a refused request was written. */
+    assert_int_equal(sx_rag_doc_get(f->rag, "tenant_a", ds, "ok", &out), SX_ENOTFOUND);
+}
+
+static void test_hostile_queries(void **state)
+{
+    static const char *const hostile[] = {
+        "aspirin OR", "NEAR(aspirin pain, 1)", "asp*", "^aspirin", "title:aspirin",
+        "{title}: x", "\"", "\"\"\"", "aspirin\" OR \"x", "a AND", "(((", "- aspirin",
+        "rowid:1", "*", "^", ":", "meta:owner", "NOT aspirin", "+", "",
+    };
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32];
+    size_t i;
+
+    dataset(f, "tenant_a", "h", 1, ds);
+    put(f, "tenant_a", ds, "d1", "Aspirin", "Aspirin relieves pain.");
+    for (i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        search(f, "tenant_a", hostile[i], 0, &r);
+        sx_rag_result_clear(&r);
+    }
+    /* "asp*" is the word "asp", not a prefix query. */
+    assert_int_equal(search(f, "tenant_a", "asp*", 0, &r), 0);
+    sx_rag_result_clear(&r);
+    assert_int_equal(search(f, "tenant_a", "title:aspirin", 0, &r), 1);
+    sx_rag_result_clear(&r);
+}
+
+/* Scores lie in [0, 1], fall with the rank, and a chunk holding every
+ * query term scores higher than one holding half of them. */
+static void test_scores_normalised(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32];
+    size_t i;
+
+    dataset(f, "tenant_a", "n", 1, ds);
+    put(f, "tenant_a", ds, "both", "Ibuprofen", "Ibuprofen reduces fever and pain.");
+    put(f, "tenant_a", ds, "one", "Bandage", "A bandage covers small wounds; no fever.");
+    put(f, "tenant_a", ds, "none", "Soap", "Soap cleans hands.");
+    put(f, "tenant_a", ds, "none2", "Towel", "Towels dry hands.");
+    assert_int_equal(search(f, "tenant_a", "ibuprofen fever", 0, &r), 2);
+    assert_string_equal(r.hits[0].doc_id, "both");
+    for (i = 0; i < r.n; i++) {
+        assert_true(r.hits[i].score >= 0 && r.hits[i].score <= 1);
+        if (i)
+            assert_true(r.hits[i].score <= r.hits[i - 1].score);
+    }
+    assert_true(r.hits[0].score > 0.9);
+    assert_true(r.hits[1].score < 0.6);
+    sx_rag_result_clear(&r);
+    /* A threshold between the two keeps only the first. */
+    assert_int_equal(search(f, "tenant_a", "ibuprofen fever", 0.7, &r), 1);
+    sx_rag_result_clear(&r);
+}
+
+static void test_allow_rag_filter(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    struct sx_rag_query q = {.top_k = 10};
+    char on[32], off[32], list[64];
+    json_t *ids;
+
+    dataset(f, "tenant_a", "on", 1, on);
+    dataset(f, "tenant_a", "off", 0, off);
+    put(f, "tenant_a", on, "d1", "Open", "Paracetamol tablets.");
+    put(f, "tenant_a", off, "d2", "Private", "Paracetamol internal memo.");
+    assert_int_equal(search(f, "tenant_a", "paracetamol", 0, &r), 1);
+    assert_string_equal(r.hits[0].doc_id, "d1");
+    sx_rag_result_clear(&r);
+
+    /* Naming the dataset searches it (operators), still within the tenant. */
+    snprintf(list, sizeof(list), "[\"%s\"]", off);
+    ids = json_loads(list, 0, NULL);
+    q.datasets = ids;
+    assert_int_equal(sx_rag_retrieve(f->rag, "tenant_a", "paracetamol", 11, &q, &r, NULL), 0);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.hits[0].doc_id, "d2");
+    sx_rag_result_clear(&r);
+    assert_int_equal(sx_rag_retrieve(f->rag, "tenant_b", "paracetamol", 11, &q, &r, NULL), 0);
+    assert_int_equal(r.n, 0);
+    sx_rag_result_clear(&r);
+    json_decref(ids);
+}
+
+/* 12 tenants, documents drawn from one shared vocabulary (every word is in
+ * every tenant's index), random queries: every hit belongs to the tenant
+ * that asked, checked through the metadata each document carries and the
+ * doc id prefix. */
+static void test_isolation_randomised(void **state)
+{
+    static const char *const vocab[] = {
+        "aspirin", "pain", "fever", "tablet", "dose", "price", "syrup", "child", "adult",
+        "daily", "relief", "cream", "skin", "allergy", "cough", "vitamin", "zinc", "iron",
+        "sleep", "stomach",
+    };
+    const size_t nv = sizeof(vocab) / sizeof(vocab[0]);
+    struct fx *f = *state;
+    char ds[12][32], tenant[32], doc[32], text[256], title[64];
+    unsigned seed = 12345;
+    int t, d, k, q;
+    size_t i;
+
+    for (t = 0; t < 12; t++) {
+        snprintf(tenant, sizeof(tenant), "tenant_iso%02d", t);
+        dataset(f, tenant, "shared-words", 1, ds[t]);
+        for (d = 0; d < 15; d++) {
+            text[0] = '\0';
+            for (k = 0; k < 12; k++) {
+                strcat(text, vocab[rand_r(&seed) % nv]);
+                strcat(text, k == 11 ? "." : " ");
+            }
+            snprintf(doc, sizeof(doc), "t%02d_d%02d", t, d);
+            snprintf(title, sizeof(title), "%s %s", vocab[rand_r(&seed) % nv],
+                     vocab[rand_r(&seed) % nv]);
+            assert_string_equal(put(f, tenant, ds[t], doc, title, text), "created");
+        }
+    }
+    for (q = 0; q < 300; q++) {
+        struct sx_rag_result r;
+        char query[128], prefix[8];
+
+        t = (int)(rand_r(&seed) % 12);
+        snprintf(tenant, sizeof(tenant), "tenant_iso%02d", t);
+        snprintf(prefix, sizeof(prefix), "t%02d_", t);
+        snprintf(query, sizeof(query), "%s %s %s", vocab[rand_r(&seed) % nv],
+                 vocab[rand_r(&seed) % nv], vocab[rand_r(&seed) % nv]);
+        search(f, tenant, query, 0, &r);
+        assert_true(r.n > 0);
+        for (i = 0; i < r.n; i++) {
+            assert_true(strncmp(r.hits[i].doc_id, prefix, 4) == 0);
+            assert_string_equal(r.hits[i].dataset_id, ds[t]);
+            assert_string_equal(json_string_value(json_object_get(r.hits[i].metadata,
+                                                                  "owner")), tenant);
+        }
+        sx_rag_result_clear(&r);
+    }
+
+    /* A tenant without datasets gets nothing, not another's chunks. */
+    {
+        struct sx_rag_result r;
+
+        assert_int_equal(search(f, "tenant_nobody", "aspirin pain fever", 0, &r), 0);
+        sx_rag_result_clear(&r);
+    }
+}
+
+/* Common terms are kept from generating candidates when they cannot change
+ * the answer, yet still count in the scores of the chunks that are ranked,
+ * and the ranking equals the one of an unpruned pass. */
+static void test_pruning_is_exact(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result small, big;
+    struct sx_rag_query q = {.top_k = 3, .threshold = 0};
+    char ds[32], id[16], text[128];
+    int d;
+    size_t i;
+
+    dataset(f, "tenant_a", "p", 1, ds);
+    /* 200 chunks, most with "common"; "zircon" in three of them, with
+     * "common" twice, once, and not at all. */
+    for (d = 0; d < 200; d++) {
+        snprintf(id, sizeof(id), "c%03d", d);
+        snprintf(text, sizeof(text), "%s filler words number %d here.",
+                 d == 0 ? "zircon common common" : d == 1 ? "zircon common" :
+                 d == 2 ? "zircon only" : d % 4 ? "common" : "other", d);
+        put(f, "tenant_a", ds, id, "T", text);
+    }
+    assert_int_equal(sx_rag_retrieve(f->rag, "tenant_a", "zircon common", 13, &q, &small,
+                                     NULL), 0);
+    assert_int_equal(small.n, 3);
+    /* c001 and c002 have the same length; only "common" sets c001 ahead. */
+    assert_string_equal(small.hits[0].doc_id, "c001");
+    assert_string_equal(small.hits[1].doc_id, "c000");
+    assert_string_equal(small.hits[2].doc_id, "c002");
+    assert_true(small.hits[0].bm25 > small.hits[2].bm25);
+
+    /* Asking for every chunk forces the unpruned pass: same top three,
+     * same scores, then chunks holding only "common". */
+    q.top_k = 300;
+    assert_int_equal(sx_rag_retrieve(f->rag, "tenant_a", "zircon common", 13, &q, &big,
+                                     NULL), 0);
+    assert_true(big.n > 100);
+    for (i = 0; i < 3; i++) {
+        assert_string_equal(big.hits[i].doc_id, small.hits[i].doc_id);
+        assert_true(fabs(big.hits[i].bm25 - small.hits[i].bm25) < 1e-9);
+    }
+    sx_rag_result_clear(&small);
+    sx_rag_result_clear(&big);
+
+    /* With a threshold only "zircon" chunks can reach, the pruned pass is
+     * exact by itself. */
+    q.top_k = 300;
+    q.threshold = 0.5;
+    assert_int_equal(sx_rag_retrieve(f->rag, "tenant_a", "zircon common", 13, &q, &small,
+                                     NULL), 0);
+    assert_int_equal(small.n, 3);
+    sx_rag_result_clear(&small);
+}
+
+/* Tenant ids the index cannot name are refused, never put into SQL. */
+static void test_bad_tenant_id(void **state)
+{
+    struct fx *f = *state;
+    struct sx_fault flt = {0};
+    struct sx_rag_result r;
+    json_t *body = json_pack("{s:s}", "name", "x"), *out = NULL;
+
+    assert_int_equal(sx_rag_dataset_register(f->rag, "t; DROP TABLE rag_chunks", body, &out,
+                                             &flt), SX_EINVAL);
+    json_decref(body);
+    assert_int_equal(search(f, "t'--", "aspirin", 0, &r), 0);
+    sx_rag_result_clear(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_spec_example, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upsert_statuses_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_validation_names_the_field, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_queries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scores_normalised, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_allow_rag_filter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_isolation_randomised, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pruning_is_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_tenant_id, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
