@@ -1,8 +1,9 @@
 /* LoRA serving benchmark: aggregate decode tok/s of 8 concurrent sequences
  * on one model with (a) no adapter, (b) one shared adapter, (c) 8 different
  * adapters, side by side. Adapters are synthesized: rank R (default 16),
- * F16, on q/k/v/o/gate/up/down of every layer.
- *   bench_lora MODEL.gguf [threads] [steps] [rank] */
+ * F16, on q/k/v/o/gate/up/down of every layer. With OUT.gguf, the first
+ * adapter is also written there (for the llama.cpp peer, llama_lora.mjs).
+ *   bench_lora MODEL.gguf [threads] [steps] [rank] [OUT.gguf] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,7 @@ static int fill(void *ctx, int index, const sx_gguf_tensor *t, void *dst)
     return 0;
 }
 
-static sx_lora *synth(sx_model *m, int rank)
+static sx_lora *synth(sx_model *m, int rank, const char *out)
 {
     const sx_model_info *mi = sx_model_get_info(m);
     static const char *names[7] = {"attn_q", "attn_k", "attn_v", "attn_output",
@@ -64,6 +65,14 @@ static sx_lora *synth(sx_model *m, int rank)
     if (sx_gguf_writer_to_buffer(w, fill, NULL, &buf, &len))
         return NULL;
     sx_gguf_writer_free(w);
+    if (out) {
+        FILE *f = fopen(out, "wb");
+
+        if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0) {
+            fprintf(stderr, "cannot write %s\n", out);
+            exit(1);
+        }
+    }
     a = sx_lora_load_buffer(m, buf, len, NULL, err, sizeof(err));
     if (!a)
         fprintf(stderr, "adapter: %s\n", err);
@@ -132,7 +141,8 @@ int main(int argc, char **argv)
     double r_none[3], r_shared[3], r_multi[3];
 
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_lora MODEL.gguf [threads] [steps] [rank]\n");
+        fprintf(stderr, "usage: bench_lora MODEL.gguf [threads] [steps] [rank] "
+                        "[OUT.gguf]\n");
         return 2;
     }
     m = sx_model_load(argv[1], NULL, err, sizeof(err));
@@ -142,7 +152,7 @@ int main(int argc, char **argv)
     }
     pool = sx_pool_new(threads);
     for (int i = 0; i < NSEQ; i++)
-        if (!(ad[i] = synth(m, rank)))
+        if (!(ad[i] = synth(m, rank, i == 0 && argc > 5 ? argv[5] : NULL)))
             return 1;
     for (int i = 0; i < NSEQ; i++)
         shared[i] = ad[0];
@@ -162,6 +172,8 @@ int main(int argc, char **argv)
     printf("aggregate tok/s (median of %d): none %.1f | 1 shared adapter %.1f (%.0f%%) | "
            "8 different adapters %.1f (%.0f%%)\n", reps, r_none[1], r_shared[1],
            100 * r_shared[1] / r_none[1], r_multi[1], 100 * r_multi[1] / r_none[1]);
+    printf("{\"none_tps\":%.2f,\"shared_adapter_tps\":%.2f,\"multi_adapter_tps\":%.2f}\n",
+           r_none[1], r_shared[1], r_multi[1]);
     for (int i = 0; i < NSEQ; i++)
         sx_lora_free(ad[i]);
     sx_pool_free(pool);

@@ -4,7 +4,8 @@
  * limits without the ledger to split the cost. Rounds alternate the
  * variants so that load from elsewhere hits all alike; medians are printed.
  *
- *   bench_meter [--seconds S] [--rounds N] [--clients C] [--threads T] */
+ *   bench_meter [--seconds S] [--rounds N] [--clients C] [--threads T]
+ *               [--sync full|normal]   (the ledger's durability, ledger_sync) */
 #include "metering/internal.h"
 
 #include "base/config.h"
@@ -181,6 +182,7 @@ int main(int argc, char **argv)
     double seconds = 2, off[64], on[64], lim[64];
     int rounds = 5, clients = 16, threads = 8;
     int64_t batches, rows;
+    struct sx_meter_options mo = {SX_LEDGER_SYNC_FULL};
     sx_store *store;
     sx_tenancy *tn;
     sx_http_server *srv;
@@ -195,6 +197,9 @@ int main(int argc, char **argv)
             clients = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--threads") == 0)
             threads = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--sync") == 0)
+            mo.ledger_sync = strcmp(argv[i + 1], "normal") == 0 ? SX_LEDGER_SYNC_NORMAL
+                                                                : SX_LEDGER_SYNC_FULL;
     }
     if (rounds < 1 || rounds > 64 || clients < 1 || clients > 256 || threads < 1 ||
         seconds <= 0) {
@@ -213,7 +218,7 @@ int main(int argc, char **argv)
     to.data_dir = dir;
     to.admin_key = "sk-admin-bench-0123456789abcdefghijklmnop";
     tn = store ? sx_tenancy_open(store, &to, admin, err, sizeof(err)) : NULL;
-    b.m = tn ? sx_meter_open(store, tn, err, sizeof(err)) : NULL;
+    b.m = tn ? sx_meter_open(store, tn, &mo, err, sizeof(err)) : NULL;
     if (!b.m) {
         fprintf(stderr, "bench_meter: %s\n", err);
         return 1;
@@ -255,14 +260,16 @@ int main(int argc, char **argv)
         double moff = median(off, rounds), mon = median(on, rounds);
         double mlim = median(lim, rounds);
 
-        printf("\nmetered cheap request, %d clients, %d HTTP threads, %d rounds of %.1f s\n",
-               clients, threads, rounds, seconds);
+        printf("\nmetered cheap request, %d clients, %d HTTP threads, %d rounds of %.1f s, "
+               "ledger_sync = %s\n",
+               clients, threads, rounds, seconds,
+               mo.ledger_sync == SX_LEDGER_SYNC_FULL ? "full" : "normal");
         printf("  limits+ledger off: %10.0f req/s (median)\n", moff);
         printf("  limits only:       %10.0f req/s (median, ratio %.3f)\n", mlim,
                mlim / moff);
         printf("  limits+ledger on:  %10.0f req/s (median)\n", mon);
         printf("  ratio on/off:      %10.3f\n", mon / moff);
-        printf("  ledger: %lld rows in %lld commits (%.1f rows per fsync)\n", (long long)rows,
+        printf("  ledger: %lld rows in %lld commits (%.1f rows per commit)\n", (long long)rows,
                (long long)batches, batches ? (double)rows / (double)batches : 0.0);
         printf("  errors: %ld\n", atomic_load(&b.errors));
     }

@@ -8,6 +8,7 @@
 #   --rounds N    rounds; each measures off then on (5)
 #   --clients C   concurrent keep-alive clients (16)
 #   --threads T   HTTP worker threads (8)
+#   --sync M      the ledger's durability: full (default) or normal
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

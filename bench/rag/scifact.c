@@ -255,13 +255,15 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int64_t chunk_count(sx_rag *rag);
+
 /* Synthetic documents of 3..20 random corpus sentences until the tenant
- * holds target chunks. */
+ * holds target chunks (counted after each batch). */
 static int64_t grow(sx_rag *rag, const char *ds, int64_t have, int64_t target)
 {
     json_t *docs = json_array();
     uint64_t x = 20250601;
-    int64_t n = 0;
+    int64_t n = 0, guess = have;
     char id[32];
 
     while (have < target) {
@@ -280,10 +282,12 @@ static int64_t grow(sx_rag *rag, const char *ds, int64_t have, int64_t target)
         snprintf(id, sizeof(id), "syn_%lld", (long long)n++);
         json_array_append_new(docs, json_pack("{s:s, s:s, s:s}", "doc_id", id, "title",
                                               "Synthetic document", "text", buf));
-        have += 1 + (int64_t)(size / 1400); /* about 256 tokens per chunk */
+        guess += 1 + (int64_t)(size / 1400);
         free(buf);
-        if (json_array_size(docs) == 100)
+        if (json_array_size(docs) == 100 || guess >= target) {
             upload(rag, ds, docs);
+            guess = have = chunk_count(rag);
+        }
     }
     if (json_array_size(docs))
         upload(rag, ds, docs);

@@ -30,12 +30,25 @@ static const sx_model *model_of(void *ctx, const char *name)
     return b ? sx_backend_engine_model(b) : NULL;
 }
 
+/* Whether a public model name is an upstream that serves adapters by name. */
+static bool remote_of(void *ctx, const char *name)
+{
+    struct sx_app *app = ctx;
+    sx_backend *b;
+
+    if (!app->serving)
+        return false;
+    b = sx_catalog_find(sx_serving_catalog(app->serving), name);
+    return b && !sx_backend_engine_model(b) && sx_backend_takes_adapters(b);
+}
+
 struct sx_registry *sx_api_adapters_open(struct sx_app *app, const struct sx_config *cfg,
                                          char *err, size_t errlen)
 {
     struct sx_registry_options o = {
         .data_dir = cfg->data_dir,
         .model_of = model_of,
+        .remote_of = remote_of,
         .model_ctx = app,
     };
 

@@ -53,7 +53,8 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
     }
 
     /* 3. Metering: usage ledger tables, today's quota use, purge hook. */
-    app->meter = sx_meter_open(app->store, app->tenancy, err, errlen);
+    app->meter = sx_meter_open(app->store, app->tenancy,
+                               &(struct sx_meter_options){cfg->ledger_sync}, err, errlen);
     if (!app->meter)
         goto fail;
     /* 4. Serving: the model catalogue (loads local models) and the

@@ -3,6 +3,7 @@
  * the result but are not served refused by name, then the shared request
  * path of serving.c. */
 #include "api/serving.h"
+#include "rag/rag.h"
 
 #include "base/err.h"
 
@@ -201,9 +202,15 @@ static void h_chat(sx_http_req *r, void *ctx)
     body = sx_http_json_object(r);
     if (body && sx_api_check_fields(r, body, chat_fields, unsupported) == 0 &&
         sx_api_gen_common(r, body, &g) == 0 && parse_messages(r, body, &g) == 0 &&
-        parse_logprobs(r, body, &g) == 0)
-        sx_api_gen_run(app, r, t, &g);
+        parse_logprobs(r, body, &g) == 0) {
+        /* RAG context joins the messages before the prompt is counted. */
+        if (sx_rag_augment_messages(app->rag, t, g.messages, &g.rag) != 0)
+            sx_http_reply_error(r, 500, NULL, NULL, "out of memory");
+        else
+            sx_api_gen_run(app, r, t, &g);
+    }
     json_decref(g.messages);
+    json_decref(g.rag);
     sx_tenant_unref(t);
 }
 

@@ -10,6 +10,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/time.h"
+#include "tuning/registry.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -56,6 +57,15 @@ struct gen {
     size_t len, cap;
     json_t *lp;              /* non-stream logprobs items */
     struct sx_gen_result res;
+    char model[192];         /* the public name the client asked for */
+    /* The tenant's adapter: the handle (local models) is held until the
+     * job is done, so a version activated meanwhile does not move it. */
+    sx_adapter_handle *adapter;
+    int adapter_version;     /* 0: none */
+    char adapter_id[192];    /* "<base>:<slug>-v<N>" */
+    char upstream_model[256]; /* upstream: the name the adapter went as */
+    bool meta_sent;          /* stream: meta rode on a chunk already */
+    json_t *rag;             /* meta.rag, or NULL (RAG off) */
 };
 
 static void gen_unref(void *p)
@@ -64,9 +74,11 @@ static void gen_unref(void *p)
 
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
+    sx_adapter_release(g->adapter);
     if (g->grant)
         sx_meter_release(g->app->meter, g->grant);
     json_decref(g->lp);
+    json_decref(g->rag);
     free(g->text);
     free(g);
 }
@@ -80,20 +92,33 @@ static json_t *usage_json(const struct sx_gen_result *res)
                      (json_int_t)(res->prompt_tokens + res->completion_tokens));
 }
 
+/* meta.adapter: null, or {"version": "v3", "model_id": "base:slug-v3"}
+ * (plus "upstream_model", the name it was served as, for an upstream). */
 static json_t *meta_json(const struct gen *g)
 {
-    return json_pack("{s:s,s:n,s:n,s:n}", "backend", sx_backend_kind(g->backend), "adapter",
-                     "rag", "rerank");
+    json_t *ad = json_null();
+
+    if (g->adapter_version > 0) {
+        char v[16];
+
+        snprintf(v, sizeof(v), "v%d", g->adapter_version);
+        ad = json_pack("{s:s,s:s}", "version", v, "model_id", g->adapter_id);
+        if (g->upstream_model[0])
+            json_object_set_new(ad, "upstream_model", json_string(g->upstream_model));
+    }
+    return json_pack("{s:s,s:o,s:o,s:n}", "backend", sx_backend_kind(g->backend), "adapter",
+                     ad, "rag", g->rag ? json_incref(g->rag) : json_null(), "rerank");
 }
 
 static json_t *envelope(const struct gen *g, const char *object)
 {
     return json_pack("{s:s,s:s,s:I,s:s}", "id", g->id, "object", object, "created",
-                     (json_int_t)g->created, "model", sx_backend_name(g->backend));
+                     (json_int_t)g->created, "model", g->model);
 }
 
-/* One streamed chunk: text (or NULL), finish reason (or NULL). */
-static json_t *chunk(const struct gen *g, const char *text, size_t len, json_t *lp,
+/* One streamed chunk: text (or NULL), finish reason (or NULL). The first
+ * chunk of a stream and the one with the finish reason carry "meta". */
+static json_t *chunk(struct gen *g, const char *text, size_t len, json_t *lp,
                      const char *finish, bool first)
 {
     json_t *o, *c;
@@ -118,6 +143,10 @@ static json_t *chunk(const struct gen *g, const char *text, size_t len, json_t *
     json_object_set_new(o, "choices", json_pack("[o]", c));
     if (g->include_usage)
         json_object_set_new(o, "usage", json_null());
+    if (!g->meta_sent || finish) {
+        json_object_set_new(o, "meta", meta_json(g));
+        g->meta_sent = true;
+    }
     return o;
 }
 
@@ -313,12 +342,7 @@ static void finish_gen(struct gen *g)
         if (g->kind == SX_GEN_CHAT)
             send_json(g, chunk(g, "", 0, NULL, NULL, true));
     }
-    {
-        json_t *last = chunk(g, NULL, 0, NULL, res->finish_reason, false);
-
-        json_object_set_new(last, "meta", meta_json(g));
-        send_json(g, last);
-    }
+    send_json(g, chunk(g, NULL, 0, NULL, res->finish_reason, false));
     if (g->include_usage) {
         json_t *u = envelope(g, g->kind == SX_GEN_CHAT ? "chat.completion.chunk"
                                                        : "text_completion");
@@ -336,6 +360,10 @@ static void finish_task(struct sx_serving_task *t)
     struct gen *g = (struct gen *)t;
 
     finish_gen(g);
+    /* The job is gone: its adapter version may go too. Released here, on
+     * a finisher thread, so that none is held past sx_serving_close(). */
+    sx_adapter_release(g->adapter);
+    g->adapter = NULL;
     gen_unref(g);
 }
 
@@ -453,6 +481,110 @@ sx_backend *sx_api_model(struct sx_app *app, sx_http_req *r, const struct sx_ten
     return b;
 }
 
+/* Splits "<base>:<slug>-v<N>" when slug is the tenant's own: the base
+ * name into base (len bytes) and N; else 0 (not an adapter id of t). */
+static int adapter_id_version(const struct sx_tenant *t, const char *name, char *base,
+                              size_t len)
+{
+    const char *colon = name ? strrchr(name, ':') : NULL, *v;
+    size_t slen = t ? strlen(t->slug) : 0;
+    char *end;
+    long n;
+
+    if (!colon || colon == name || (size_t)(colon - name) >= len || !slen)
+        return 0;
+    v = colon + 1;
+    if (strncmp(v, t->slug, slen) != 0 || strncmp(v + slen, "-v", 2) != 0)
+        return 0;
+    v += slen + 2;
+    if (*v < '1' || *v > '9')
+        return 0;
+    n = strtol(v, &end, 10);
+    if (*end || n < 1 || n > 1000000)
+        return 0;
+    memcpy(base, name, (size_t)(colon - name));
+    base[colon - name] = '\0';
+    return (int)n;
+}
+
+sx_backend *sx_api_model_adapter(struct sx_app *app, sx_http_req *r, const struct sx_tenant *t,
+                                 const char *name, int *version)
+{
+    sx_catalog *c = app->serving->catalog;
+    sx_backend *b = NULL;
+    char base[160], names[1024], found_base[160];
+    int n, have;
+
+    *version = 0;
+    if (!name)
+        name = t && t->settings.default_model ? t->settings.default_model : NULL;
+    if (sx_catalog_count(c) == 0 || sx_catalog_find(c, name))
+        return sx_api_model(app, r, t, name);
+    /* "<base>:<slug>-v<N>": version N of this tenant's adapter, which must
+     * exist for that base; anything else is an unknown model, whoever
+     * else's adapter it may name. */
+    n = adapter_id_version(t, name, base, sizeof(base));
+    if (n > 0)
+        b = sx_catalog_find(c, base);
+    if (b && sx_backend_takes_adapters(b) &&
+        sx_registry_find_version(app->adapters, t->id, n, &have, found_base,
+                                 sizeof(found_base)) == 0 &&
+        strcmp(found_base, base) == 0) {
+        *version = n;
+        return b;
+    }
+    sx_catalog_names(c, names, sizeof(names));
+    sx_http_reply_error(r, 404, "model_not_found", "model",
+                        "The model '%.100s' does not exist; available models: %s",
+                        name ? name : "", names);
+    return NULL;
+}
+
+/* The tenant's adapter for this request: version pin (from a model id) or
+ * the active one, on a backend that takes adapters. Fills g and req; 0,
+ * or replies (500 when the adapter cannot be loaded: a tenant's request is
+ * never silently served without its adapter) and returns nonzero. */
+static int take_adapter(struct sx_app *app, sx_http_req *r, const struct sx_tenant *t,
+                        sx_backend *b, int pin, struct gen *g, struct sx_gen_request *req)
+{
+    const char *base = sx_backend_name(b);
+    char found[160];
+    int rc, v = 0;
+
+    if (!sx_backend_takes_adapters(b) || !app->adapters)
+        return 0;
+    if (sx_backend_engine_model(b)) {
+        rc = pin ? sx_tuning_adapter_version(app->adapters, t, base, pin, &g->adapter)
+                 : sx_tuning_active_adapter(app->adapters, t, base, &g->adapter);
+        if (rc == 0) {
+            v = sx_adapter_version(g->adapter);
+            req->adapter = sx_adapter_lora(g->adapter);
+        }
+    } else {
+        rc = sx_registry_find_version(app->adapters, t->id, pin, &v, found, sizeof(found));
+        if (rc == 0 && strcmp(found, base) != 0)
+            rc = SX_ENOTFOUND;
+        if (rc == 0) {
+            req->adapter_slug = t->slug;
+            req->adapter_version = v;
+            sx_backend_adapter_name(b, t->slug, v, g->upstream_model,
+                                    sizeof(g->upstream_model));
+        }
+    }
+    if (rc == SX_ENOTFOUND && !pin)
+        return 0; /* no active adapter for this model */
+    if (rc) {
+        sx_http_reply_error(r, 500, "adapter_unavailable", NULL,
+                            "the tenant's LoRA adapter for model '%s' cannot be used right "
+                            "now (%s); an operator can activate another version",
+                            base, sx_strerror(rc));
+        return rc;
+    }
+    g->adapter_version = v;
+    sx_adapter_model_id(base, t->slug, v, g->adapter_id, sizeof(g->adapter_id));
+    return 0;
+}
+
 static void reply_gen_error(sx_http_req *r, const struct sx_gen_error *e)
 {
     char ra[16];
@@ -481,11 +613,28 @@ static json_t *apply_settings(struct sx_app *app, const struct sx_tenant *t,
     if (!g->has_max_tokens || g->req.max_tokens > lim.max_tokens_per_request)
         g->req.max_tokens = lim.max_tokens_per_request;
     if (g->kind == SX_GEN_CHAT) {
+        json_t *first = json_array_get(g->messages, 0);
+        const char *role = json_string_value(json_object_get(first, "role"));
+        const char *text = json_string_value(json_object_get(first, "content"));
+        size_t skip = 0;
+
         msgs = json_array();
-        if (set->custom_system_prompt && *set->custom_system_prompt)
+        /* One system turn: templates such as Mistral's and Gemma's accept
+         * no second one, so the request's own system message (which may
+         * carry RAG context) follows the tenant's prompt in the same turn. */
+        if (set->custom_system_prompt && *set->custom_system_prompt) {
+            char *joined = NULL;
+
+            if (role && text && strcmp(role, "system") == 0 &&
+                asprintf(&joined, "%s\n\n%s", set->custom_system_prompt, text) >= 0)
+                skip = 1;
             json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content",
-                                                  set->custom_system_prompt));
-        json_array_extend(msgs, g->messages);
+                                                  joined ? joined
+                                                         : set->custom_system_prompt));
+            free(joined);
+        }
+        for (size_t i = skip; i < json_array_size(g->messages); i++)
+            json_array_append(msgs, json_array_get(g->messages, i));
     }
     return msgs;
 }
@@ -502,11 +651,20 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
     int64_t prompt_tokens = 0, room;
     uint64_t id = 0;
     const char *rid = sx_http_request_id(r);
+    int pin = 0;
 
-    /* 1. Model and settings. */
-    b = sx_api_model(app, r, t, ag->model);
+    /* 1. Model (with the tenant's adapter) and settings. */
+    b = sx_api_model_adapter(app, r, t, ag->model, &pin);
     if (!b)
         return;
+    g = calloc(1, sizeof(*g));
+    if (!g) {
+        sx_http_reply_error(r, 500, NULL, NULL, "out of memory");
+        return;
+    }
+    atomic_init(&g->refs, 1);
+    if (take_adapter(app, r, t, b, pin, g, &ag->req))
+        goto out;
     msgs = apply_settings(app, t, ag);
     ag->req.kind = ag->kind;
     ag->req.messages = msgs;
@@ -523,12 +681,7 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
         ag->req.max_tokens = room;
 
     /* 3. The response state, then admission (429 replies itself). */
-    g = calloc(1, sizeof(*g));
-    if (!g) {
-        sx_http_reply_error(r, 500, NULL, NULL, "out of memory");
-        goto out;
-    }
-    atomic_init(&g->refs, 2);
+    atomic_store(&g->refs, 2);
     g->app = app;
     g->backend = b;
     g->kind = ag->kind;
@@ -537,7 +690,11 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
     g->include_usage = ag->include_usage;
     g->logprobs = ag->req.logprobs != 0;
     g->lp = json_array();
+    g->rag = ag->rag; /* meta.rag: the request's retrieval, if any */
+    ag->rag = NULL;
     g->created = sx_time_now_s();
+    snprintf(g->model, sizeof(g->model), "%s",
+             !pin ? sx_backend_name(b) : ag->model ? ag->model : t->settings.default_model);
     snprintf(g->id, sizeof(g->id), "%s%s", ag->kind == SX_GEN_CHAT ? "chatcmpl-" : "cmpl-",
              strncmp(rid, "req_", 4) == 0 ? rid + 4 : rid);
     if (sx_meter_admit(app->meter, r, t, prompt_tokens, ag->req.max_tokens, &g->grant))

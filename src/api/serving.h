@@ -28,6 +28,7 @@ struct sx_api_gen {
     bool has_temperature, has_top_p, has_max_tokens;
     struct sx_gen_request req;
     bool stream, include_usage;
+    json_t *rag;           /* meta.rag from chat's retrieval (owned), or NULL */
 };
 
 /* Replies 400 naming the first field of body that is in refused (and not
@@ -59,6 +60,12 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
  * and returns NULL. */
 sx_backend *sx_api_model(struct sx_app *app, sx_http_req *r, const struct sx_tenant *t,
                          const char *name);
+
+/* The same, also taking "<base>:<slug>-v<N>", version N of the tenant's own
+ * adapter for a base model (*version = N; 0 for a plain model name). The
+ * id of another tenant's adapter is an unknown model (404). */
+sx_backend *sx_api_model_adapter(struct sx_app *app, sx_http_req *r,
+                                 const struct sx_tenant *t, const char *name, int *version);
 
 /* Route tables. */
 int sx_api_chat_routes(struct sx_app *app, sx_http_server *srv);

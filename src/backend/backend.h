@@ -44,6 +44,13 @@ struct sx_gen_request {
     int logprobs;           /* 0 off, else 1 */
     int top_logprobs;       /* 0..20 */
     const char *user;       /* passed upstream; may be NULL */
+    /* The tenant's LoRA adapter, if any. Local: the loaded adapter (alive
+     * until the job's done), applied at scale 1. Upstream: the adapter is
+     * named in the upstream's model field (see sx_backend_adapter_name)
+     * from the tenant slug and version. */
+    const struct sx_lora *adapter;
+    const char *adapter_slug;
+    int adapter_version;    /* 0: no adapter */
 };
 
 /* Why a backend refused or failed a job. status is the HTTP status to
@@ -120,6 +127,15 @@ int sx_backend_embed(sx_backend *b, const char *const *inputs, size_t n, sx_embe
  * else 1 per 4 bytes. */
 int64_t sx_backend_count_tokens(sx_backend *b, const char *text, size_t len);
 
+/* Whether generations on b can carry a tenant adapter: a local model, or an
+ * upstream configured with lora= (its server serves adapters by name). */
+bool sx_backend_takes_adapters(const sx_backend *b);
+/* The model name an upstream is sent for a tenant's adapter version, from
+ * its lora= template ("{slug}-v{version}" by default) into buf. 0, or
+ * SX_EUNSUPPORTED (not an upstream with lora=) / SX_ETOOBIG. */
+int sx_backend_adapter_name(const sx_backend *b, const char *slug, int version, char *buf,
+                            size_t len);
+
 /* The engine model of a local backend (for LoRA adapters, which are bound
  * to it); NULL for an upstream one. */
 struct sx_model *sx_backend_engine_model(sx_backend *b);
@@ -160,6 +176,8 @@ struct sx_upstream_options {
     int64_t context;          /* 0: unknown */
     int connect_timeout_ms;   /* 0: 5000 */
     int timeout_ms;           /* no byte for this long -> 504; 0: 120000 */
+    const char *lora;         /* adapter naming template ({slug}, {version}, {model});
+                                 NULL: adapters are not named upstream */
 };
 sx_backend *sx_backend_upstream_new(const char *name, const struct sx_upstream_options *o,
                                     char *err, size_t errlen);

@@ -59,6 +59,11 @@ bool sx_backend_embeddings(const sx_backend *b)
     return b->embeddings;
 }
 
+bool sx_backend_takes_adapters(const sx_backend *b)
+{
+    return b->adapters;
+}
+
 int sx_backend_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_job **job,
                        int64_t *prompt_tokens, struct sx_gen_error *e)
 {
@@ -197,6 +202,15 @@ static sx_backend *open_upstream(const char *name, const char *value, char *err,
             }
         } else if (strcmp(k, "model") == 0 && v && *v) {
             o.model = v;
+        } else if (strcmp(k, "lora") == 0) {
+            o.lora = v && strcmp(v, "slug") == 0 ? "{slug}-v{version}" : v;
+            if (!o.lora || !strstr(o.lora, "{slug}") || !strstr(o.lora, "{version}")) {
+                snprintf(err, errlen, "upstream '%s': lora= takes 'slug' (the adapter of "
+                         "tenant acme, version 3, is sent as model acme-v3) or a template "
+                         "holding both {slug} and {version}, e.g. lora={slug}-v{version}",
+                         name);
+                goto out;
+            }
         } else if (strcmp(k, "context") == 0) {
             if (parse_int(name, k, v, 1, 1 << 24, &x, err, errlen))
                 goto out;
@@ -211,7 +225,7 @@ static sx_backend *open_upstream(const char *name, const char *value, char *err,
             o.timeout_ms = (int)x;
         } else {
             snprintf(err, errlen, "upstream '%s': unknown option '%s'; known: key_env, "
-                     "model, context, connect_timeout_ms, timeout_ms", name, k);
+                     "model, lora, context, connect_timeout_ms, timeout_ms", name, k);
             goto out;
         }
     }

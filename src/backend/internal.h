@@ -25,6 +25,7 @@ struct sx_backend {
     const char *kind; /* "local" / "upstream" */
     int64_t context;  /* tokens; 0 unknown */
     bool embeddings;
+    bool adapters;    /* generations may carry a tenant adapter */
 };
 
 /* Every job starts with this. */

@@ -243,6 +243,8 @@ static int lo_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
         j->params.sample.seed = (uint64_t)req->seed;
     else
         sx_crypto_random(&j->params.sample.seed, sizeof(j->params.sample.seed));
+    j->params.adapter = req->adapter;
+    j->params.lora_scale = 1.0f;
     j->params.sample.logprobs = req->logprobs;
     j->params.sample.top_logprobs = req->top_logprobs;
     j->logprobs = req->logprobs != 0;
@@ -494,6 +496,7 @@ sx_backend *sx_backend_local_new(const char *name, const char *path,
     l->base.ops = &local_ops;
     l->base.kind = "local";
     l->base.embeddings = true;
+    l->base.adapters = true;
     l->base.name = strdup(name);
     sx_engine_set_log(log_from_engine, NULL);
 

@@ -57,6 +57,7 @@ struct up_job {
 struct upstream {
     struct sx_backend base;
     char *url, *model, *auth;
+    char *lora;               /* adapter naming template; NULL: none */
     int connect_ms, timeout_ms;
 
     pthread_t thread;
@@ -540,6 +541,40 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     return j;
 }
 
+int sx_backend_adapter_name(const sx_backend *b, const char *slug, int version, char *buf,
+                            size_t len)
+{
+    const struct upstream *u = (const struct upstream *)b;
+    size_t off = 0;
+
+    if (strcmp(b->kind, "upstream") != 0 || !u->lora)
+        return SX_EUNSUPPORTED;
+    for (const char *p = u->lora; *p; ) {
+        char num[16];
+        const char *put = NULL;
+        size_t n;
+
+        if (strncmp(p, "{slug}", 6) == 0) {
+            put = slug;
+            p += 6;
+        } else if (strncmp(p, "{version}", 9) == 0) {
+            snprintf(num, sizeof(num), "%d", version);
+            put = num;
+            p += 9;
+        } else if (strncmp(p, "{model}", 7) == 0) {
+            put = u->model;
+            p += 7;
+        }
+        n = put ? strlen(put) : 1;
+        if (off + n + 1 > len)
+            return SX_ETOOBIG;
+        memcpy(buf + off, put ? put : p++, n);
+        off += n;
+    }
+    buf[off] = '\0';
+    return 0;
+}
+
 static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_job **out,
                       int64_t *prompt_tokens, struct sx_gen_error *e)
 {
@@ -547,9 +582,22 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
     json_t *body = json_object(), *stop;
     struct up_job *j;
     int64_t bytes = 0;
+    char name[256];
 
-    /* 1. The OpenAI body, in the upstream's model name, always streamed. */
-    json_object_set_new(body, "model", json_string(u->model));
+    /* 1. The OpenAI body, in the upstream's model name (the tenant's
+     * adapter's name when it has one), always streamed. */
+    if (req->adapter_version > 0 && req->adapter_slug) {
+        if (sx_backend_adapter_name(b, req->adapter_slug, req->adapter_version, name,
+                                    sizeof(name))) {
+            json_decref(body);
+            return sx_gen_fail(e, SX_EINVAL, 500, NULL, NULL,
+                               "model '%s' cannot name the tenant's adapter upstream",
+                               b->name);
+        }
+        json_object_set_new(body, "model", json_string(name));
+    } else {
+        json_object_set_new(body, "model", json_string(u->model));
+    }
     if (req->kind == SX_GEN_CHAT) {
         size_t i;
         json_t *m;
@@ -710,6 +758,7 @@ static void up_free(sx_backend *b)
     free(u->cancels);
     free(u->url);
     free(u->model);
+    free(u->lora);
     if (u->auth)
         explicit_bzero(u->auth, strlen(u->auth));
     free(u->auth);
@@ -752,11 +801,14 @@ sx_backend *sx_backend_upstream_new(const char *name, const struct sx_upstream_o
     u->base.name = strdup(name);
     u->url = strdup(o->url);
     u->model = strdup(o->model ? o->model : name);
+    u->lora = o->lora ? strdup(o->lora) : NULL;
+    u->base.adapters = o->lora != NULL;
     u->connect_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
     u->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 120000;
     if (o->api_key && asprintf(&u->auth, "Authorization: Bearer %s", o->api_key) < 0)
         u->auth = NULL;
-    if (!u->base.name || !u->url || !u->model || (o->api_key && !u->auth))
+    if (!u->base.name || !u->url || !u->model || (o->api_key && !u->auth) ||
+        (o->lora && !u->lora))
         goto nomem;
     n = strlen(u->url);
     while (n && u->url[n - 1] == '/')

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_PAIRS };
+enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_LISTEN, OPT_LEVEL, OPT_PAIRS, OPT_SYNC };
 
 struct opt {
     const char *key;  /* file key */
@@ -52,6 +52,9 @@ static const struct opt opts[] = {
     {"shutdown_timeout", "--shutdown-timeout", "SYNAPSEX_SHUTDOWN_TIMEOUT", OPT_INT,
      F(shutdown_timeout_s), 0, 3600,
      "seconds to let in-flight requests finish on SIGTERM (default 10)"},
+    {"ledger_sync", "--ledger-sync", "SYNAPSEX_LEDGER_SYNC", OPT_SYNC, F(ledger_sync), 0, 0,
+     "usage ledger durability: full (fsync, survives power loss) or normal (survives a "
+     "process crash; default full)"},
     {"model", "--model", "SYNAPSEX_MODELS", OPT_PAIRS, F(models), 0, 0,
      "NAME=FILE.gguf, a local model (repeatable)"},
     {"upstream", "--upstream", "SYNAPSEX_UPSTREAMS", OPT_PAIRS, F(upstreams), 0, 0,
@@ -321,6 +324,16 @@ static int set_opt(struct sx_config *c, const struct opt *o, const char *v, char
         return SX_OK;
     case OPT_PAIRS:
         return add_pair(c, o, v, err, errlen);
+    case OPT_SYNC:
+        if (strcmp(v, "full") == 0) {
+            *(int *)field = SX_LEDGER_SYNC_FULL;
+        } else if (strcmp(v, "normal") == 0) {
+            *(int *)field = SX_LEDGER_SYNC_NORMAL;
+        } else {
+            snprintf(err, errlen, "%s: '%s' is not full or normal", o->key, v);
+            return SX_EINVAL;
+        }
+        return SX_OK;
     }
     return SX_EINVAL;
 }

@@ -28,11 +28,18 @@ struct sx_config {
     int max_connections;      /* open connections accepted at once, 1024 */
     int connection_timeout_s; /* idle connection timeout, 60 */
     int shutdown_timeout_s;   /* graceful shutdown wait for in-flight requests, 10 */
+    int ledger_sync;          /* SX_LEDGER_SYNC_FULL (default) or SX_LEDGER_SYNC_NORMAL */
     struct sx_config_pair *models;    /* --model NAME=FILE.gguf, in order given */
     size_t n_models;
     struct sx_config_pair *upstreams; /* --upstream NAME=URL, in order given */
     size_t n_upstreams;
 };
+
+/* How the usage ledger's commits reach the disk (key ledger_sync):
+ * FULL fsyncs every group commit (survives power loss); NORMAL leaves a
+ * commit in the OS page cache (survives a crash or SIGKILL of synapsex,
+ * not a power loss or kernel crash). docs/configuration.md explains. */
+enum { SX_LEDGER_SYNC_FULL = 0, SX_LEDGER_SYNC_NORMAL = 1 };
 
 /* A configuration holding the built-in defaults, or NULL when out of
  * memory. Free with sx_config_free(). */

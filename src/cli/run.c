@@ -72,8 +72,8 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* Parses a whole-string number; 0 on success. */
-static int parse_long(const char *s, long lo, long hi, long *out)
+/* Parses a whole-string integer in [lo, hi]; 0 on success. */
+static int parse_int(const char *s, long lo, long hi, int *out)
 {
     char *end;
     long v;
@@ -82,7 +82,7 @@ static int parse_long(const char *s, long lo, long hi, long *out)
     v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi)
         return -1;
-    *out = v;
+    *out = (int)v;
     return 0;
 }
 
@@ -122,8 +122,6 @@ static int parse_lora(const char *spec, char *path, size_t cap, float *scale)
 /* Returns 0, or 2 after printing a usage error, or -1 for --help. */
 static int parse_args(int argc, char **argv, run_opts *o)
 {
-    long v;
-
     *o = (run_opts){.max_tokens = 128, .temperature = 0.8f, .top_p = 0.95f,
                     .top_k = 40};
     for (int i = 1; i < argc; i++) {
@@ -148,15 +146,15 @@ static int parse_args(int argc, char **argv, run_opts *o)
         else if (!strcmp(a, "--prompt"))
             o->prompt = val;
         else if (!strcmp(a, "--max-tokens"))
-            bad = parse_long(val, 1, 1 << 20, &v) || ((o->max_tokens = (int)v), 0);
+            bad = parse_int(val, 1, 1 << 20, &o->max_tokens);
         else if (!strcmp(a, "--temperature"))
             bad = parse_float(val, 0.0f, 100.0f, &o->temperature);
         else if (!strcmp(a, "--top-p"))
             bad = parse_float(val, 0.0f, 1.0f, &o->top_p);
         else if (!strcmp(a, "--top-k"))
-            bad = parse_long(val, 0, 1 << 24, &v) || ((o->top_k = (int)v), 0);
+            bad = parse_int(val, 0, 1 << 24, &o->top_k);
         else if (!strcmp(a, "--threads"))
-            bad = parse_long(val, 1, 512, &v) || ((o->threads = (int)v), 0);
+            bad = parse_int(val, 1, 512, &o->threads);
         else if (!strcmp(a, "--seed")) {
             char *end;
 

@@ -37,6 +37,7 @@ enum {
 struct admit_result {
     enum meter_verdict verdict;
     int64_t day;                /* UTC day (days since epoch) of admission */
+    int64_t at_ms;              /* the decision's wall time (ms since epoch) */
     int64_t remaining_requests; /* admissible right now, after this one */
     int64_t reset_requests_ns;  /* until the whole burst is available */
     int64_t retry_after_ns;     /* refusals: the earliest useful retry */
@@ -55,7 +56,9 @@ struct limiter_ops {
     void *(*open)(void);
     void (*close)(void *st);
     /* Checks and, when every limit allows it, takes one request slot and
-     * reserves need tokens, atomically. Fills out; 0 or SX_ENOMEM. */
+     * reserves need tokens, atomically. mono_ns < 0: the decision time is
+     * read from the clocks at the decision (out->at_ms); else mono_ns and
+     * wall_ms are used (tests). Fills out; 0 or SX_ENOMEM. */
     int (*admit)(void *st, const char *tenant_id, const struct meter_limits *l,
                  int64_t need, int64_t mono_ns, int64_t wall_ms, struct admit_result *out);
     /* Releases a reservation of day and bills used tokens against it
@@ -92,9 +95,12 @@ struct ledger_row {
     int64_t rerank_calls, quantum_rerank_calls, training_jobs;
 };
 
-struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, char *err, size_t errlen);
+/* sync: SX_LEDGER_SYNC_FULL or SX_LEDGER_SYNC_NORMAL (base/config.h). */
+struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, char *err,
+                              size_t errlen);
 void sx_ledger_close(struct ledger *lg);
-/* Appends a row and waits until it is durable. 0 or SX_ESTORE. */
+/* Appends a row and returns once it is committed (group commit, leader/
+ * follower; durable as ledger_sync says). 0, SX_EINVAL or SX_ESTORE. */
 int sx_ledger_append(struct ledger *lg, const struct ledger_row *row);
 /* Queues a limit event (no wait); recorded once, then published. */
 void sx_ledger_limit_event(struct ledger *lg, const char *tenant_id,
@@ -132,6 +138,7 @@ const char *sx_meter_limit_kind_name(enum sx_meter_limit_kind k);
 
 /* The admission core without HTTP: checks tenant_id against l, and on
  * success returns a grant (request_id copied, may be NULL for tests).
+ * mono_ns < 0 reads the clocks at the decision (see limiter_ops.admit).
  * Queues the limit events a refusal triggers. 0, SX_ELIMIT (res says why),
  * SX_EINVAL or SX_ENOMEM. */
 int sx_meter_admit_core(sx_meter *m, const char *tenant_id, const struct meter_limits *l,

@@ -3,12 +3,18 @@
  * tenant (usage_daily) updated in the same transaction, and the limit
  * events (usage_limit_events, one per tenant, kind and day).
  *
- * Group commit: callers queue a row and sleep; one writer thread takes
- * everything queued, writes it in one transaction (synchronous=FULL, so
- * durable at COMMIT) and wakes them with the result. Under load one fsync
- * serves many requests; alone, a request pays one fsync. */
+ * Group commit, leader/follower: a settling thread queues its row; if no
+ * commit is in progress it becomes the leader, takes everything queued,
+ * writes it in one transaction on the ledger's own connection and wakes
+ * the followers whose rows it carried. Rows queued while a commit runs wait
+ * for the next leader (the first of them), so alone a request pays one
+ * commit on its own thread and under load one commit serves a whole queue.
+ * The rollups of a batch are summed per tenant and day first. A small
+ * thread writes what no request waits for (limit events) and checkpoints
+ * the WAL off the request path. Durability of a commit: ledger_sync. */
 #include "metering/internal.h"
 
+#include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/time.h"
@@ -18,8 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#define BATCH_MAX 512
+#define BATCH_MAX 1024
 #define BUSY_RETRIES 8
+/* Committed rows between two WAL checkpoints by the ledger thread. */
+#define CHECKPOINT_ROWS 256
 
 static const struct sx_migration migrations[] = {
     {1, "usage ledger, daily rollups, limit events",
@@ -59,8 +67,8 @@ static const struct sx_migration migrations[] = {
      " PRIMARY KEY (tenant_id, day, kind));"},
 };
 
-/* A queued item: an event row (a caller waits on it) or a limit event
- * (fire and forget: the writer frees it). */
+/* A queued item: an event row (its caller waits on wake) or a limit event
+ * (fire and forget: whoever writes it frees it). */
 struct item {
     struct item *next;
     bool is_limit;
@@ -72,23 +80,35 @@ struct item {
     enum sx_meter_limit_kind kind;
     int64_t limit, used;
     bool deleted;  /* the tenant is gone: nothing to record */
-    bool inserted; /* limit events: newly recorded, so publish */
-    bool done;     /* event rows: the writer finished with it */
+    bool inserted; /* newly recorded (not a duplicate) */
+    bool done;     /* event rows: written (rc says how) */
     int rc;
+    pthread_cond_t wake; /* event rows: signalled when done or leader */
+};
+
+/* One rollup of a batch: the new rows of a tenant and day, summed. */
+struct rollup {
+    const char *tenant_id;
+    int64_t day, requests, prompt_tokens, completion_tokens;
+    int64_t rerank_calls, quantum_rerank_calls, training_jobs;
 };
 
 struct ledger {
     sx_meter *meter;
     sx_store *store;
+    sx_db *db; /* the ledger's own connection, used by the leader only */
+    int sync;  /* SX_LEDGER_SYNC_* */
     pthread_t thread;
     bool started;
 
     pthread_mutex_t lock;
-    pthread_cond_t queued; /* the writer waits for work */
-    pthread_cond_t durable; /* callers wait for their row */
+    pthread_cond_t queued; /* the ledger thread: work nobody waits on */
     struct item *head, *tail;
+    bool leading; /* a commit is in progress */
     bool stopping;
-    int64_t batches, rows;
+    int64_t batches, rows, rows_since_checkpoint;
+
+    struct rollup rollups[BATCH_MAX]; /* the leader's scratch */
 };
 
 static const char *const insert_event_sql =
@@ -115,45 +135,72 @@ static const char *const insert_limit_sql =
     "INSERT INTO usage_limit_events (tenant_id, day, kind, limit_value, used, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, day, kind) DO NOTHING";
 
+/* Adds a newly recorded row to the batch's rollups. */
+static void add_rollup(struct ledger *lg, int *n, const struct item *it)
+{
+    struct rollup *r = NULL;
+
+    for (int i = *n - 1; i >= 0 && !r; i--)
+        if (lg->rollups[i].day == it->day && strcmp(lg->rollups[i].tenant_id, it->tenant_id) == 0)
+            r = &lg->rollups[i];
+    if (!r) {
+        r = &lg->rollups[(*n)++];
+        memset(r, 0, sizeof(*r));
+        r->tenant_id = it->tenant_id;
+        r->day = it->day;
+    }
+    r->requests += it->training_jobs ? 0 : 1;
+    r->prompt_tokens += it->prompt_tokens;
+    r->completion_tokens += it->completion_tokens;
+    r->rerank_calls += it->rerank_calls;
+    r->quantum_rerank_calls += it->quantum_rerank_calls;
+    r->training_jobs += it->training_jobs;
+}
+
 /* Writes one item inside the open transaction. */
 static int write_item(sx_db *db, struct item *it)
 {
     int64_t n;
 
+    it->inserted = false;
     if (it->deleted)
         return 0;
-    if (it->is_limit) {
+    if (it->is_limit)
         n = sx_db_run(db, insert_limit_sql, "titiii", it->tenant_id, it->day,
                       sx_meter_limit_kind_name(it->kind), it->limit, it->used,
                       it->finished_ms);
-        if (n < 0)
-            return (int)n;
-        it->inserted = n == 1;
-        return 0;
-    }
-    n = sx_db_run(db, insert_event_sql, "ttiiitttiiiii", it->request_id, it->tenant_id,
-                  it->day, it->started_ms, it->finished_ms, it->endpoint,
-                  it->model[0] ? it->model : NULL, it->status, it->prompt_tokens,
-                  it->completion_tokens, it->rerank_calls, it->quantum_rerank_calls,
-                  it->training_jobs);
+    else
+        n = sx_db_run(db, insert_event_sql, "ttiiitttiiiii", it->request_id, it->tenant_id,
+                      it->day, it->started_ms, it->finished_ms, it->endpoint,
+                      it->model[0] ? it->model : NULL, it->status, it->prompt_tokens,
+                      it->completion_tokens, it->rerank_calls, it->quantum_rerank_calls,
+                      it->training_jobs);
     if (n < 0)
         return (int)n;
-    if (n == 0)
-        return 0; /* already recorded: the rollup already has it */
-    n = sx_db_run(db, upsert_daily_sql, "tiiiiiii", it->tenant_id, it->day,
-                  (int64_t)(it->training_jobs ? 0 : 1), it->prompt_tokens,
-                  it->completion_tokens, it->rerank_calls, it->quantum_rerank_calls,
-                  it->training_jobs);
-    return n < 0 ? (int)n : 0;
+    it->inserted = n == 1; /* 0: already recorded, the rollup has it */
+    return 0;
 }
 
-/* Writes items [first, until) in one transaction. */
-static int write_tx(sx_db *db, struct item *first, struct item *until)
+/* Writes items [first, until) in one transaction: the events, then one
+ * rollup update per tenant and day. */
+static int write_tx(struct ledger *lg, struct item *first, struct item *until)
 {
-    int rc = sx_db_begin(db);
+    sx_db *db = lg->db;
+    int rc = sx_db_begin(db), n = 0;
 
-    for (struct item *it = first; rc == 0 && it != until; it = it->next)
+    for (struct item *it = first; rc == 0 && it != until; it = it->next) {
         rc = write_item(db, it);
+        if (rc == 0 && it->inserted && !it->is_limit)
+            add_rollup(lg, &n, it);
+    }
+    for (int i = 0; rc == 0 && i < n; i++) {
+        const struct rollup *r = &lg->rollups[i];
+        int64_t k = sx_db_run(db, upsert_daily_sql, "tiiiiiii", r->tenant_id, r->day,
+                              r->requests, r->prompt_tokens, r->completion_tokens,
+                              r->rerank_calls, r->quantum_rerank_calls, r->training_jobs);
+
+        rc = k < 0 ? (int)k : 0;
+    }
     if (rc == 0)
         rc = sx_db_commit(db);
     if (rc)
@@ -174,32 +221,35 @@ static void sleep_ms(int ms)
 static void write_batch(struct ledger *lg, struct item *batch)
 {
     sx_tenancy *tn = lg->meter->tenancy;
-    sx_db *db;
+    const char *last = NULL;
+    bool last_deleted = false;
     int rc = SX_ESTORE;
 
     /* A request that finishes after its tenant was deleted must not bring
-     * usage rows back (the purge already ran). Checked before taking a
-     * connection, so the lookup never waits on our own transaction. */
+     * usage rows back (the purge already ran). A batch is mostly a few
+     * tenants: look each run of one tenant up once. */
     for (struct item *it = batch; tn && it; it = it->next) {
-        struct sx_tenant *t = NULL;
+        if (!last || strcmp(last, it->tenant_id) != 0) {
+            struct sx_tenant *t = NULL;
 
-        it->deleted = sx_tenant_get(tn, it->tenant_id, &t) == SX_ENOTFOUND;
-        sx_tenant_unref(t);
+            last_deleted = sx_tenant_get(tn, it->tenant_id, &t) == SX_ENOTFOUND;
+            sx_tenant_unref(t);
+            last = it->tenant_id;
+        }
+        it->deleted = last_deleted;
     }
 
-    db = sx_store_acquire(lg->store);
-
-    for (int attempt = 0; db && attempt < BUSY_RETRIES; attempt++) {
-        rc = write_tx(db, batch, NULL);
+    for (int attempt = 0; attempt < BUSY_RETRIES; attempt++) {
+        rc = write_tx(lg, batch, NULL);
         if (rc != SX_EBUSY)
             break;
         sleep_ms(5 << attempt);
     }
-    if (rc && db && batch && batch->next) {
+    if (rc && batch && batch->next) {
         SX_WARN("metering", "ledger batch failed (%s); writing its rows one by one",
                 sx_strerror(rc));
         for (struct item *it = batch; it; it = it->next)
-            it->rc = write_tx(db, it, it->next);
+            it->rc = write_tx(lg, it, it->next);
     } else {
         for (struct item *it = batch; it; it = it->next)
             it->rc = rc;
@@ -208,7 +258,6 @@ static void write_batch(struct ledger *lg, struct item *batch)
         if (it->rc)
             SX_ERROR("metering", "ledger write for tenant %s failed: %s", it->tenant_id,
                      sx_strerror(it->rc));
-    sx_store_release(lg->store, db);
 }
 
 static void publish(struct ledger *lg, const struct item *it)
@@ -229,52 +278,59 @@ static void publish(struct ledger *lg, const struct item *it)
     sx_meter_publish(lg->meter, &ev);
 }
 
-static void *writer_main(void *arg)
+/* Wakes whoever should lead next: the owner of the first queued row, or
+ * the ledger thread for a limit event (or for a close in progress). */
+static void hand_over(struct ledger *lg)
 {
-    struct ledger *lg = arg;
+    if (lg->head && !lg->head->is_limit)
+        pthread_cond_signal(&lg->head->wake);
+    else if (lg->head || lg->stopping)
+        pthread_cond_signal(&lg->queued);
+}
 
+/* One commit as the leader. Called with the lock held and no leader;
+ * returns with the lock held. Takes up to BATCH_MAX queued items, writes
+ * them unlocked, then wakes their owners and the next leader. */
+static void lead(struct ledger *lg)
+{
+    struct item *batch = lg->head, *it, *limits = NULL, **lt = &limits;
+    int n = 1;
+
+    lg->leading = true;
+    for (it = batch; it->next && n < BATCH_MAX; it = it->next)
+        n++;
+    lg->head = it->next;
+    if (!lg->head)
+        lg->tail = NULL;
+    it->next = NULL;
+    pthread_mutex_unlock(&lg->lock);
+
+    write_batch(lg, batch);
+
+    /* A waiter may free its item as soon as done is set: read next first. */
     pthread_mutex_lock(&lg->lock);
-    for (;;) {
-        struct item *batch, *it, *limits = NULL, **lt = &limits;
-        int n = 1;
+    lg->batches++;
+    for (it = batch; it;) {
+        struct item *next = it->next;
 
-        while (!lg->head && !lg->stopping)
-            pthread_cond_wait(&lg->queued, &lg->lock);
-        if (!lg->head)
-            break;
-
-        /* Take up to BATCH_MAX queued items. */
-        batch = lg->head;
-        for (it = batch; it->next && n < BATCH_MAX; it = it->next)
-            n++;
-        lg->head = it->next;
-        if (!lg->head)
-            lg->tail = NULL;
-        it->next = NULL;
-        pthread_mutex_unlock(&lg->lock);
-
-        write_batch(lg, batch);
-
-        /* Wake the callers; limit items stay ours. A caller may free its
-         * item as soon as done is set, so read next first. */
-        pthread_mutex_lock(&lg->lock);
-        lg->batches++;
-        for (it = batch; it;) {
-            struct item *next = it->next;
-
-            if (it->is_limit) {
-                it->next = NULL;
-                *lt = it;
-                lt = &it->next;
-            } else {
-                lg->rows++;
-                it->done = true;
-            }
-            it = next;
+        if (it->is_limit) {
+            it->next = NULL;
+            *lt = it;
+            lt = &it->next;
+        } else {
+            lg->rows++;
+            lg->rows_since_checkpoint++;
+            it->done = true;
+            pthread_cond_signal(&it->wake);
         }
-        pthread_cond_broadcast(&lg->durable);
+        it = next;
+    }
+    lg->leading = false;
+    hand_over(lg);
+    if (lg->rows_since_checkpoint >= CHECKPOINT_ROWS)
+        pthread_cond_signal(&lg->queued);
+    if (limits) {
         pthread_mutex_unlock(&lg->lock);
-
         for (it = limits; it;) {
             struct item *next = it->next;
 
@@ -284,6 +340,46 @@ static void *writer_main(void *arg)
             it = next;
         }
         pthread_mutex_lock(&lg->lock);
+    }
+}
+
+/* Copies the WAL back into the database now and then, on a pooled
+ * connection and in PASSIVE mode (writers are not blocked), so that the
+ * commits of settling requests never run a checkpoint themselves. */
+static void checkpoint(struct ledger *lg)
+{
+    sx_db *db;
+
+    if (strcmp(sx_store_backend(lg->store), "sqlite") != 0)
+        return;
+    db = sx_store_acquire(lg->store);
+    if (db && sx_db_exec(db, "PRAGMA wal_checkpoint(PASSIVE)") != 0)
+        SX_WARN("metering", "ledger WAL checkpoint failed");
+    sx_store_release(lg->store, db);
+}
+
+/* The ledger thread: leads when only fire-and-forget items are queued,
+ * checkpoints, and drains the queue on close. */
+static void *ledger_main(void *arg)
+{
+    struct ledger *lg = arg;
+
+    pthread_mutex_lock(&lg->lock);
+    for (;;) {
+        if (lg->head && !lg->leading) {
+            lead(lg);
+            continue;
+        }
+        if (lg->rows_since_checkpoint >= CHECKPOINT_ROWS) {
+            lg->rows_since_checkpoint = 0;
+            pthread_mutex_unlock(&lg->lock);
+            checkpoint(lg);
+            pthread_mutex_lock(&lg->lock);
+            continue;
+        }
+        if (lg->stopping && !lg->head && !lg->leading)
+            break;
+        pthread_cond_wait(&lg->queued, &lg->lock);
     }
     pthread_mutex_unlock(&lg->lock);
     return NULL;
@@ -297,13 +393,17 @@ static void enqueue(struct ledger *lg, struct item *it)
     else
         lg->head = it;
     lg->tail = it;
-    pthread_cond_signal(&lg->queued);
 }
 
-struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, char *err, size_t errlen)
+struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, char *err,
+                              size_t errlen)
 {
     struct ledger *lg;
 
+    if (sync != SX_LEDGER_SYNC_FULL && sync != SX_LEDGER_SYNC_NORMAL) {
+        snprintf(err, errlen, "ledger_sync must be full or normal");
+        return NULL;
+    }
     if (sx_store_migrate(store, "metering", migrations,
                          sizeof(migrations) / sizeof(migrations[0]), err, errlen))
         return NULL;
@@ -314,15 +414,36 @@ struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, char *err, size_t er
     }
     lg->meter = m;
     lg->store = store;
+    lg->sync = sync;
     pthread_mutex_init(&lg->lock, NULL);
     pthread_cond_init(&lg->queued, NULL);
-    pthread_cond_init(&lg->durable, NULL);
-    if (pthread_create(&lg->thread, NULL, writer_main, lg) != 0) {
-        snprintf(err, errlen, "cannot start the usage ledger writer thread");
+
+    /* The ledger's own connection: its durability setting is its own, and
+     * tenants, keys and the audit log keep synchronous=FULL on theirs. In
+     * WAL mode NORMAL makes a commit a write to the WAL file without
+     * fsync: in the page cache, so a killed process loses nothing. */
+    lg->db = sx_store_connect(store);
+    if (!lg->db) {
+        snprintf(err, errlen, "cannot open the usage ledger's database connection");
+        sx_ledger_close(lg);
+        return NULL;
+    }
+    if (strcmp(sx_store_backend(store), "sqlite") == 0 &&
+        sx_db_exec(lg->db, sync == SX_LEDGER_SYNC_FULL
+                               ? "PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=0"
+                               : "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0")) {
+        snprintf(err, errlen, "cannot configure the usage ledger's database connection");
+        sx_ledger_close(lg);
+        return NULL;
+    }
+    if (pthread_create(&lg->thread, NULL, ledger_main, lg) != 0) {
+        snprintf(err, errlen, "cannot start the usage ledger thread");
         sx_ledger_close(lg);
         return NULL;
     }
     lg->started = true;
+    SX_INFO("metering", "usage ledger ready (ledger_sync = %s)",
+            sync == SX_LEDGER_SYNC_FULL ? "full" : "normal");
     return lg;
 }
 
@@ -337,24 +458,30 @@ void sx_ledger_close(struct ledger *lg)
         pthread_mutex_unlock(&lg->lock);
         pthread_join(lg->thread, NULL);
     }
+    sx_store_disconnect(lg->db);
     pthread_cond_destroy(&lg->queued);
-    pthread_cond_destroy(&lg->durable);
     pthread_mutex_destroy(&lg->lock);
     free(lg);
 }
 
 static void copy(char *dst, size_t n, const char *src)
 {
-    snprintf(dst, n, "%s", src ? src : "");
+    size_t len = src ? strlen(src) : 0;
+
+    if (len >= n)
+        len = n - 1;
+    memcpy(dst, src ? src : "", len);
+    dst[len] = 0;
 }
 
 int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
 {
-    struct item it = {0};
+    struct item it;
 
     if (!row->request_id || strlen(row->request_id) >= sizeof(it.request_id) ||
         !row->tenant_id || strlen(row->tenant_id) >= sizeof(it.tenant_id))
         return SX_EINVAL;
+    it.is_limit = false;
     copy(it.request_id, sizeof(it.request_id), row->request_id);
     copy(it.tenant_id, sizeof(it.tenant_id), row->tenant_id);
     copy(it.endpoint, sizeof(it.endpoint), row->endpoint);
@@ -368,12 +495,20 @@ int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
     it.rerank_calls = row->rerank_calls;
     it.quantum_rerank_calls = row->quantum_rerank_calls;
     it.training_jobs = row->training_jobs;
+    it.deleted = it.inserted = it.done = false;
+    it.rc = 0;
+    pthread_cond_init(&it.wake, NULL);
 
     pthread_mutex_lock(&lg->lock);
     enqueue(lg, &it);
-    while (!it.done)
-        pthread_cond_wait(&lg->durable, &lg->lock);
+    while (!it.done) {
+        if (!lg->leading)
+            lead(lg); /* our row is in this batch or a later one we lead */
+        else
+            pthread_cond_wait(&it.wake, &lg->lock);
+    }
     pthread_mutex_unlock(&lg->lock);
+    pthread_cond_destroy(&it.wake);
     return it.rc ? SX_ESTORE : 0;
 }
 
@@ -396,6 +531,8 @@ void sx_ledger_limit_event(struct ledger *lg, const char *tenant_id,
     it->finished_ms = sx_time_now_ms();
     pthread_mutex_lock(&lg->lock);
     enqueue(lg, it);
+    if (!lg->leading)
+        pthread_cond_signal(&lg->queued); /* else the leader hands over */
     pthread_mutex_unlock(&lg->lock);
 }
 

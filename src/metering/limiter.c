@@ -9,10 +9,20 @@
  * T = 60 s / (rpm - b + 1) + 1 ms and tau = (b - 1) T, the n-th
  * admission after a first one at t1 comes no earlier than t1 + (n - b) T,
  * so a 60 s window holds at most rpm admissions: there is no window
- * boundary to burst across. */
+ * boundary to burst across.
+ *
+ * The decision time is read under the stripe lock, once: GCRA runs on the
+ * monotonic clock and the admission's wall time (the ledger's started_at,
+ * the UTC day) is that same reading plus an offset, so the times recorded
+ * are the times decided on, in lock order, and the bound holds for them
+ * exactly. The offset follows the wall clock when it is stepped. */
 #include "metering/internal.h"
 
 #include "base/err.h"
+#include "base/time.h"
+
+#include <stdatomic.h>
+#include <time.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +49,33 @@ struct stripe {
 
 struct memstate {
     struct stripe stripes[STRIPES];
+    _Atomic int64_t wall_off_ns; /* wall clock = monotonic + this */
 };
+
+/* A wall clock stepped by more than this moves the offset. */
+#define CLOCK_STEP_NS 20000000LL
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Re-reads the offset between the two clocks when the wall clock has been
+ * stepped (the kernel slews both alike, so only a step moves it). The
+ * reading counts only when the two monotonic reads around it are close,
+ * so a thread preempted in between cannot move it. */
+static void clock_sync(struct memstate *ms)
+{
+    int64_t m1 = sx_time_mono_ns(), w = wall_ns(), m2 = sx_time_mono_ns();
+    int64_t off = atomic_load_explicit(&ms->wall_off_ns, memory_order_relaxed);
+    int64_t drift = w - (m1 + off);
+
+    if ((drift > CLOCK_STEP_NS || drift < -CLOCK_STEP_NS) && m2 - m1 < 1000000)
+        atomic_store_explicit(&ms->wall_off_ns, w - m1, memory_order_relaxed);
+}
 
 void sx_gcra_params(int64_t rpm, int64_t *t_ns, int64_t *tau_ns, int64_t *burst)
 {
@@ -117,10 +153,15 @@ static void *mem_open(void)
 {
     struct memstate *ms = calloc(1, sizeof(*ms));
 
+    int64_t m1, w;
+
     if (!ms)
         return NULL;
     for (int i = 0; i < STRIPES; i++)
         pthread_mutex_init(&ms->stripes[i].lock, NULL);
+    m1 = sx_time_mono_ns();
+    w = wall_ns();
+    atomic_init(&ms->wall_off_ns, w - m1);
     return ms;
 }
 
@@ -180,14 +221,25 @@ static int mem_admit(void *st, const char *tenant_id, const struct meter_limits 
     struct memstate *ms = st;
     struct entry **chain, *e;
     struct stripe *s = stripe_of(ms, tenant_id, &chain);
-    int64_t t_ns, tau_ns, burst, tat, day = wall_ms / MS_PER_DAY;
+    int64_t t_ns, tau_ns, burst, tat, day;
     unsigned token_bit = l->trial ? REACHED_TRIAL_TOKENS : REACHED_TOKENS;
+    bool real_clock = mono_ns < 0;
 
     sx_gcra_params(l->rpm, &t_ns, &tau_ns, &burst);
     memset(out, 0, sizeof(*out));
-    out->day = day;
+    if (real_clock)
+        clock_sync(ms);
 
     pthread_mutex_lock(&s->lock);
+    if (real_clock) {
+        /* The decision time: one reading, under the lock. */
+        mono_ns = sx_time_mono_ns();
+        wall_ms = (mono_ns + atomic_load_explicit(&ms->wall_off_ns, memory_order_relaxed)) /
+                  1000000;
+    }
+    day = wall_ms / MS_PER_DAY;
+    out->day = day;
+    out->at_ms = wall_ms;
     e = find(chain, tenant_id, true);
     if (!e) {
         pthread_mutex_unlock(&s->lock);

@@ -4,6 +4,7 @@
  * The limits themselves are limiter.c; durability is ledger.c. */
 #include "metering/internal.h"
 
+#include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/time.h"
@@ -71,7 +72,8 @@ static int preload_one(void *ctx, const char *tenant_id, int64_t tokens, int64_t
     return p->m->ops->preload(p->m->state, tenant_id, p->day, tokens, requests);
 }
 
-sx_meter *sx_meter_open(sx_store *store, sx_tenancy *tn, char *err, size_t errlen)
+sx_meter *sx_meter_open(sx_store *store, sx_tenancy *tn, const struct sx_meter_options *opt,
+                        char *err, size_t errlen)
 {
     sx_meter *m = calloc(1, sizeof(*m));
     struct preload_ctx pre;
@@ -91,8 +93,9 @@ sx_meter *sx_meter_open(sx_store *store, sx_tenancy *tn, char *err, size_t errle
         goto fail;
     }
 
-    /* 1. Tables, then the writer thread. */
-    m->ledger = sx_ledger_open(m, store, err, errlen);
+    /* 1. Tables, then the ledger's connection and thread. */
+    m->ledger = sx_ledger_open(m, store, opt ? opt->ledger_sync : SX_LEDGER_SYNC_FULL, err,
+                               errlen);
     if (!m->ledger)
         goto fail;
 
@@ -234,7 +237,7 @@ int sx_meter_admit_core(sx_meter *m, const char *tenant_id, const struct meter_l
         free(g);
         return rc;
     }
-    fill_headers(g, l, res, wall_ms);
+    fill_headers(g, l, res, res->at_ms);
     if (res->verdict != METER_OK) {
         report_reached(m, tenant_id, l, res->reached, res->day,
                        res->verdict == METER_TRIAL_REQUESTS ? res->requests_today
@@ -247,7 +250,7 @@ int sx_meter_admit_core(sx_meter *m, const char *tenant_id, const struct meter_l
     g->limits = *l;
     g->day = res->day;
     g->reserved = need;
-    g->started_ms = wall_ms;
+    g->started_ms = res->at_ms; /* the decision's time, as GCRA saw it */
     *out = g;
     return 0;
 }
@@ -332,7 +335,7 @@ int sx_meter_admit(sx_meter *m, sx_http_req *r, const struct sx_tenant *t,
     l.trial = t->tier == SX_TIER_TRIAL;
 
     rc = sx_meter_admit_core(m, t->id, &l, sx_http_request_id(r), prompt_tokens, max_tokens,
-                             sx_time_mono_ns(), sx_time_now_ms(), &res, &g);
+                             -1, -1, &res, &g);
     if (rc == SX_ELIMIT) {
         reply_refusal(r, g, &l, &res, prompt_tokens + max_tokens);
         free(g);

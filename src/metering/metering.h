@@ -10,8 +10,10 @@
  *     once, the steady rate is then about rpm - burst + 1 per minute;
  *   - settled + reserved tokens of a tenant's UTC day never exceed its
  *     tokens/day limit (the day is the day of admission);
- *   - sx_meter_settle() returns only once the event is durable (group
- *     commit, synchronous=FULL); a request id is recorded at most once.
+ *   - sx_meter_settle() returns only once the event is committed (group
+ *     commit, leader/follower): with ledger_sync = full it survives a power
+ *     loss, with normal a crash or SIGKILL of the process; a request id is
+ *     recorded at most once.
  * The limiter state lives in memory behind an interface (limiter_ops in
  * internal.h) that a shared backend (Redis) can implement later; today's
  * tokens and requests are reloaded from the rollups when the module opens. */
@@ -27,11 +29,20 @@
 typedef struct sx_meter sx_meter;
 struct sx_meter_grant; /* one admitted request's reservation (opaque) */
 
+struct sx_meter_options {
+    /* SX_LEDGER_SYNC_FULL (0, the default: every group commit is fsynced)
+     * or SX_LEDGER_SYNC_NORMAL (committed to the OS page cache), from
+     * base/config.h; docs/configuration.md, key ledger_sync. */
+    int ledger_sync;
+};
+
 /* Opens the module: applies its migrations, loads today's usage from the
- * rollups, starts the ledger writer thread and registers the tenant purge
- * hook with tn (tn may be NULL in tests: no hook, and sx_meter_admit() is
- * then unavailable). NULL with a message in err on failure. */
-sx_meter *sx_meter_open(sx_store *store, sx_tenancy *tn, char *err, size_t errlen);
+ * rollups, opens the ledger's own connection and thread and registers the
+ * tenant purge hook with tn (tn may be NULL in tests: no hook, and
+ * sx_meter_admit() is then unavailable). opt NULL means the defaults. NULL
+ * with a message in err on failure. */
+sx_meter *sx_meter_open(sx_store *store, sx_tenancy *tn, const struct sx_meter_options *opt,
+                        char *err, size_t errlen);
 /* Stops the writer after it has written everything queued. Accepts NULL.
  * Every grant must have been settled. */
 void sx_meter_close(sx_meter *m);
@@ -105,8 +116,9 @@ struct sx_meter_limit_event {
 /* Calls fn(ev, ctx) once per tenant, kind and UTC day, the first time a
  * tenant reaches a limit: its settled use reaches it, or a request that
  * would fit in a whole day's quota is refused by it. The event is stored
- * (usage_limit_events) before fn runs, and fn runs on the ledger writer
- * thread: it must return quickly (queue the work). Up to 16 subscribers;
+ * (usage_limit_events) before fn runs, and fn runs on the thread that
+ * committed it (the ledger's or a settling request's): it must return
+ * quickly (queue the work). Up to 16 subscribers;
  * register before serving. 0 or SX_ELIMIT. */
 typedef void (*sx_meter_limit_fn)(const struct sx_meter_limit_event *ev, void *ctx);
 int sx_meter_subscribe(sx_meter *m, sx_meter_limit_fn fn, void *ctx);

@@ -25,6 +25,7 @@ static const struct sx_migration migrations[] = {
      " allow_rag INTEGER NOT NULL,"
      " chunk_tokens INTEGER NOT NULL,"
      " chunk_overlap INTEGER NOT NULL,"
+     " index_token TEXT NOT NULL,"
      " created_at BIGINT NOT NULL,"
      " updated_at BIGINT NOT NULL,"
      " UNIQUE (tenant_id, name));"
@@ -51,7 +52,8 @@ static const struct sx_migration migrations[] = {
      " tokens INTEGER NOT NULL,"
      " title TEXT NOT NULL,"
      " text TEXT NOT NULL,"
-     " meta TEXT NOT NULL);"
+     " meta TEXT NOT NULL,"
+     " ds TEXT NOT NULL);"
      "CREATE INDEX rag_chunks_by_doc ON rag_chunks (dataset_id, doc_id, seq);"
      "CREATE INDEX rag_chunks_by_tenant ON rag_chunks (tenant_id);"},
 };
@@ -232,12 +234,13 @@ static json_t *dataset_row_json(sx_db *db, sx_stmt *st)
     "id, tenant_id, name, type, description, allow_rag, chunk_tokens, chunk_overlap, "       \
     "created_at, updated_at"
 
-/* Reads one dataset of tenant into *out (may be NULL: existence check) and
- * its chunking into *c. SX_ENOTFOUND or SX_ESTORE. */
+/* Reads one dataset of tenant into *out (may be NULL: existence check),
+ * its chunking into *c and its index token into token (both may be NULL).
+ * SX_ENOTFOUND or SX_ESTORE. */
 static int dataset_load(sx_db *db, const char *tenant_id, const char *dataset_id, json_t **out,
-                        struct sx_rag_chunking *c)
+                        struct sx_rag_chunking *c, char token[SX_RAG_TOKEN_MAX])
 {
-    sx_stmt *st = sx_db_query(db, "SELECT " DATASET_COLS " FROM rag_datasets "
+    sx_stmt *st = sx_db_query(db, "SELECT " DATASET_COLS ", index_token FROM rag_datasets "
                                   "WHERE tenant_id = $1 AND id = $2", "tt", tenant_id,
                               dataset_id);
     int rc;
@@ -250,6 +253,8 @@ static int dataset_load(sx_db *db, const char *tenant_id, const char *dataset_id
             c->max_tokens = (int)sx_stmt_int(st, 6);
             c->overlap_tokens = (int)sx_stmt_int(st, 7);
         }
+        if (token)
+            snprintf(token, SX_RAG_TOKEN_MAX, "%s", sx_stmt_text(st, 10));
         if (out && !(*out = dataset_row_json(db, st)))
             rc = SX_ENOMEM;
         else
@@ -378,7 +383,8 @@ int sx_rag_dataset_register(sx_rag *rag, const char *tenant_id, const json_t *bo
 {
     struct sx_rag_chunking c;
     const char *name, *desc;
-    char id[SX_RAG_DATASET_ID_MAX] = "ds_";
+    char id[SX_RAG_DATASET_ID_MAX] = "ds_", token[SX_RAG_TOKEN_MAX];
+    uint64_t r;
     int64_t now = sx_time_now_ms(), n;
     int allow_rag, rc;
     sx_db *db;
@@ -386,8 +392,9 @@ int sx_rag_dataset_register(sx_rag *rag, const char *tenant_id, const json_t *bo
 
     if ((rc = parse_register(body, &name, &desc, &allow_rag, &c, f)) != 0)
         return rc;
-    if (sx_crypto_random_base62(id + 3, 16) != 0)
+    if (sx_crypto_random_base62(id + 3, 16) != 0 || sx_crypto_random(&r, sizeof(r)) != 0)
         return SX_EIO;
+    snprintf(token, sizeof(token), "%020llu", (unsigned long long)r);
     if (!(db = sx_store_acquire(rag->store)))
         return SX_ESTORE;
     if ((rc = sx_db_begin(db)) != 0)
@@ -411,10 +418,10 @@ int sx_rag_dataset_register(sx_rag *rag, const char *tenant_id, const json_t *bo
         goto done;
     }
     n = sx_db_run(db, "INSERT INTO rag_datasets (id, tenant_id, name, type, description, "
-                      "allow_rag, chunk_tokens, chunk_overlap, created_at, updated_at) "
-                      "VALUES ($1, $2, $3, 'documents', $4, $5, $6, $7, $8, $8)",
-                  "ttttiiii", id, tenant_id, name, desc, (int64_t)allow_rag,
-                  (int64_t)c.max_tokens, (int64_t)c.overlap_tokens, now);
+                      "allow_rag, chunk_tokens, chunk_overlap, index_token, created_at, "
+                      "updated_at) VALUES ($1, $2, $3, 'documents', $4, $5, $6, $7, $8, $9, "
+                      "$9)", "ttttiiiti", id, tenant_id, name, desc, (int64_t)allow_rag,
+                  (int64_t)c.max_tokens, (int64_t)c.overlap_tokens, token, now);
     if (n == SX_EEXIST) {
         fault(f, "dataset_exists", "this tenant already has a dataset named \"%.100s\"",
               name);
@@ -427,7 +434,7 @@ int sx_rag_dataset_register(sx_rag *rag, const char *tenant_id, const json_t *bo
         goto done;
     }
     if ((rc = sx_db_commit(db)) == 0)
-        rc = dataset_load(db, tenant_id, id, out, NULL);
+        rc = dataset_load(db, tenant_id, id, out, NULL, NULL);
 done:
     sx_store_release(rag->store, db);
     return rc;
@@ -470,7 +477,7 @@ int sx_rag_dataset_get(sx_rag *rag, const char *tenant_id, const char *dataset_i
 
     if (!db)
         return SX_ESTORE;
-    rc = dataset_load(db, tenant_id, dataset_id, out, NULL);
+    rc = dataset_load(db, tenant_id, dataset_id, out, NULL, NULL);
     sx_store_release(rag->store, db);
     return rc;
 }
@@ -480,10 +487,10 @@ int sx_rag_dataset_get(sx_rag *rag, const char *tenant_id, const char *dataset_i
 static int chunks_remove(sx_db *db, const char *tenant_id, const char *dataset_id,
                          const char *doc_id)
 {
-    sx_stmt *st = doc_id ? sx_db_query(db, "SELECT id, title, text, meta FROM rag_chunks "
+    sx_stmt *st = doc_id ? sx_db_query(db, "SELECT id, title, text, meta, ds FROM rag_chunks "
                                            "WHERE tenant_id = $1 AND dataset_id = $2 AND "
                                            "doc_id = $3", "ttt", tenant_id, dataset_id, doc_id)
-                         : sx_db_query(db, "SELECT id, title, text, meta FROM rag_chunks "
+                         : sx_db_query(db, "SELECT id, title, text, meta, ds FROM rag_chunks "
                                            "WHERE tenant_id = $1 AND dataset_id = $2",
                                        "tt", tenant_id, dataset_id);
     int rc;
@@ -491,8 +498,11 @@ static int chunks_remove(sx_db *db, const char *tenant_id, const char *dataset_i
     if (!st)
         return SX_ESTORE;
     while ((rc = sx_stmt_step(st)) == SX_STORE_ROW) {
-        rc = sx_rag_index_remove(db, tenant_id, sx_stmt_int(st, 0), sx_stmt_text(st, 1),
-                                 sx_stmt_text(st, 2), sx_stmt_text(st, 3));
+        struct sx_rag_index_row row = {sx_stmt_int(st, 0), sx_stmt_text(st, 1),
+                                       sx_stmt_text(st, 2), sx_stmt_text(st, 3),
+                                       sx_stmt_text(st, 4)};
+
+        rc = sx_rag_index_remove(db, tenant_id, &row);
         if (rc != 0)
             break;
     }
@@ -518,7 +528,7 @@ int sx_rag_dataset_delete(sx_rag *rag, const char *tenant_id, const char *datase
         return SX_ESTORE;
     if ((rc = sx_db_begin(db)) != 0)
         goto done;
-    if ((rc = dataset_load(db, tenant_id, dataset_id, NULL, NULL)) != 0)
+    if ((rc = dataset_load(db, tenant_id, dataset_id, NULL, NULL, NULL)) != 0)
         goto done;
     if ((rc = chunks_remove(db, tenant_id, dataset_id, NULL)) != 0)
         goto done;
@@ -611,7 +621,7 @@ static int check_doc(sx_rag *rag, const json_t *o, size_t i, struct doc_in *d,
         return SX_EINVAL;
     }
     if (!only_keys(o, allowed, &bad)) {
-        fault(f, "unknown_field", "docs[%zu] has unknown field \"%.60s\": a document has "
+        fault(f, "unknown_field", "docs[%zu].%.60s is not a document field: a document has "
               "doc_id, title, text and metadata", i, bad);
         fault_param(f, "docs[%zu].%.60s", i, bad);
         return SX_EINVAL;
@@ -686,8 +696,8 @@ static int check_doc(sx_rag *rag, const json_t *o, size_t i, struct doc_in *d,
 /* Writes one changed or new document and its chunks. *status gets
  * "created", "updated" or "unchanged"; *n_chunks its chunk count. */
 static int doc_write(sx_db *db, const char *tenant_id, const char *dataset_id,
-                     const struct sx_rag_chunking *c, const struct doc_in *d,
-                     const char **status, int *n_chunks)
+                     const char *token, const struct sx_rag_chunking *c,
+                     const struct doc_in *d, const char **status, int *n_chunks)
 {
     struct sx_rag_piece *pieces = NULL;
     int64_t now = sx_time_now_ms();
@@ -740,6 +750,7 @@ static int doc_write(sx_db *db, const char *tenant_id, const char *dataset_id,
     }
     for (i = 0; i < n; i++) {
         char *text = strndup(d->text + pieces[i].off, pieces[i].len);
+        struct sx_rag_index_row row;
         int64_t id;
 
         if (!text) {
@@ -747,10 +758,10 @@ static int doc_write(sx_db *db, const char *tenant_id, const char *dataset_id,
             goto done;
         }
         st = sx_db_query(db, "INSERT INTO rag_chunks (tenant_id, dataset_id, doc_id, seq, "
-                             "tokens, title, text, meta) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-                             "$8) RETURNING id", "tttiittt", tenant_id, dataset_id,
+                             "tokens, title, text, meta, ds) VALUES ($1, $2, $3, $4, $5, $6, "
+                             "$7, $8, $9) RETURNING id", "tttiitttt", tenant_id, dataset_id,
                          d->doc_id, (int64_t)i, (int64_t)pieces[i].tokens, d->title, text,
-                         d->meta);
+                         d->meta, token);
         rc = st ? sx_stmt_step(st) : SX_ESTORE;
         id = rc == SX_STORE_ROW ? sx_stmt_int(st, 0) : 0;
         if (st) {
@@ -759,8 +770,8 @@ static int doc_write(sx_db *db, const char *tenant_id, const char *dataset_id,
                 rc = sx_stmt_step(st);
             sx_stmt_done(st);
         }
-        if (rc < 0 || id == 0 ||
-            (rc = sx_rag_index_add(db, tenant_id, id, d->title, text, d->meta)) != 0) {
+        row = (struct sx_rag_index_row){id, d->title, text, d->meta, token};
+        if (rc < 0 || id == 0 || (rc = sx_rag_index_add(db, tenant_id, &row)) != 0) {
             free(text);
             rc = rc < 0 ? rc : SX_ESTORE;
             goto done;
@@ -781,6 +792,7 @@ int sx_rag_docs_upload(sx_rag *rag, const char *tenant_id, const char *dataset_i
     static const char *const allowed[] = {"docs", NULL};
     struct sx_rag_chunking c;
     struct doc_in *docs = NULL;
+    char token[SX_RAG_TOKEN_MAX];
     json_t *arr, *results = NULL;
     size_t n, i, j;
     int64_t have = 0, fresh = 0;
@@ -830,7 +842,7 @@ int sx_rag_docs_upload(sx_rag *rag, const char *tenant_id, const char *dataset_i
         goto done;
     }
     if ((rc = sx_db_begin(db)) != 0 ||
-        (rc = dataset_load(db, tenant_id, dataset_id, NULL, &c)) != 0)
+        (rc = dataset_load(db, tenant_id, dataset_id, NULL, &c, token)) != 0)
         goto done;
     st = sx_db_query(db, "SELECT count(*) FROM rag_docs WHERE dataset_id = $1", "t",
                      dataset_id);
@@ -869,7 +881,8 @@ int sx_rag_docs_upload(sx_rag *rag, const char *tenant_id, const char *dataset_i
         const char *status = NULL;
         int chunks = 0;
 
-        if ((rc = doc_write(db, tenant_id, dataset_id, &c, &docs[i], &status, &chunks)) != 0)
+        if ((rc = doc_write(db, tenant_id, dataset_id, token, &c, &docs[i], &status,
+                            &chunks)) != 0)
             goto done;
         counts[strcmp(status, "created") == 0 ? 0 : strcmp(status, "updated") == 0 ? 1 : 2]++;
         json_array_append_new(results, json_pack("{s:i, s:s, s:s, s:i}", "index", (int)i,

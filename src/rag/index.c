@@ -16,16 +16,23 @@
  * that the tenant's index contains: the sum of weight * IDF over those
  * terms.
  *
- * Speed: scoring a chunk costs far more than finding it, so common terms
- * are kept from generating candidates when they cannot change the answer
- * (the MaxScore idea of Turtle & Flood). A term's contribution is below
- * weight * IDF * (k1 + 1) whatever the chunk. Sorting terms by that bound,
- * the cheapest ones ("optional") whose bounds add up to less than the
- * score a hit needs still count in the score of chunks that contain a
- * rarer term, but a chunk holding only optional terms is never scored.
- * The score a hit needs is the caller's threshold, or, when the first pass
- * filled the k hits, the k-th best score; otherwise the query is run again
- * with fewer optional terms, so results are always exact. */
+ * Speed: scoring a chunk costs far more than finding it (FTS5 merges
+ * doclists fast; reading positions for the score is slow), so only chunks
+ * that could score what a hit needs are scored, in the spirit of MaxScore
+ * (Turtle & Flood) and WAND (Broder et al.). A term's contribution is
+ * below bound = weight * IDF * (k1 + 1) whatever the chunk, so a chunk can
+ * only reach score s if the bounds of the terms it holds add up to s. The
+ * MATCH expression says exactly that, as a small AND/OR formula over the
+ * terms ("zircon" OR ("rare" AND "common")), AND-ed with the plain OR of
+ * every term so that every term counts in the score. The score a hit needs
+ * is the caller's threshold (exact at once) or a guess of the k-th score;
+ * a guess is kept only if k hits reached it, else the query runs again at
+ * the threshold. Results are therefore always exactly those of scoring
+ * every matching chunk.
+ *
+ * Datasets: each chunk carries its dataset's token (digits, which neither
+ * the tokenizer nor the stemmer alter) in the unscored column ds, so the
+ * datasets a query may see are one more AND in the expression. */
 #include "rag/internal.h"
 
 #include "base/err.h"
@@ -43,19 +50,22 @@
 #define BM25_B 0.75
 #define N_COLS 3          /* title, text, meta */
 #define GUESS_FRACTION 0.5 /* first-pass guess of the k-th score / reference */
+#define FORMULA_TERMS 40   /* phrases in the candidate formula, at most */
+#define FORMULA_DEPTH 3    /* terms AND-ed in one branch, at most */
 #define STEMS_MAX 256
 
 static const double col_weight[N_COLS] = {2.0, 1.0, 1.0};
 
 /* ---- SQL functions ------------------------------------------------------- */
 
-/* What sx_rag_bm25() keeps per query as FTS5 auxdata: per phrase a weight
- * and an IDF (from the argument), and the columns' average lengths. */
+/* What sx_rag_bm25() keeps per query as FTS5 auxdata: the phrases it
+ * scores (first, first + 1, ...), a weight and an IDF for each (from the
+ * argument), and the columns' average lengths. */
 struct query_stats {
-    int n_phrase;
+    int first, n;
     double avg_len[N_COLS];
-    double weight[2 * SX_RAG_QUERY_TERMS_MAX];
-    double idf[2 * SX_RAG_QUERY_TERMS_MAX];
+    double weight[SX_RAG_QUERY_TERMS_MAX];
+    double idf[SX_RAG_QUERY_TERMS_MAX];
 };
 
 static int query_stats_make(const Fts5ExtensionApi *api, Fts5Context *ctx, const char *params,
@@ -64,13 +74,11 @@ static int query_stats_make(const Fts5ExtensionApi *api, Fts5Context *ctx, const
     struct query_stats *qs = calloc(1, sizeof(*qs));
     sqlite3_int64 rows = 0, total;
     const char *p = params ? params : "";
-    int i, rc;
+    int i, rc, n_phrase = api->xPhraseCount(ctx);
+    char *end;
 
     if (!qs)
         return SQLITE_NOMEM;
-    qs->n_phrase = api->xPhraseCount(ctx);
-    if (qs->n_phrase > 2 * SX_RAG_QUERY_TERMS_MAX)
-        qs->n_phrase = 2 * SX_RAG_QUERY_TERMS_MAX;
     if ((rc = api->xRowCount(ctx, &rows)) != SQLITE_OK)
         goto fail;
     for (i = 0; i < N_COLS; i++) {
@@ -78,9 +86,18 @@ static int query_stats_make(const Fts5ExtensionApi *api, Fts5Context *ctx, const
             goto fail;
         qs->avg_len[i] = rows > 0 ? (double)total / (double)rows : 0;
     }
-    for (i = 0; i < qs->n_phrase; i++) {
-        char *end;
 
+    /* "first n weight idf weight idf ..." */
+    qs->first = (int)strtol(p, &end, 10);
+    p = end;
+    qs->n = (int)strtol(p, &end, 10);
+    p = end;
+    if (qs->first < 0 || qs->n < 0 || qs->n > SX_RAG_QUERY_TERMS_MAX ||
+        qs->first + qs->n > n_phrase) {
+        rc = SQLITE_ERROR;
+        goto fail;
+    }
+    for (i = 0; i < qs->n; i++) {
         qs->weight[i] = strtod(p, &end);
         p = end;
         qs->idf[i] = strtod(p, &end);
@@ -97,15 +114,15 @@ fail:
     return rc;
 }
 
-/* sx_rag_bm25(fts_table, params): the chunk's BM25F score; params holds
- * "weight idf" per phrase of the MATCH expression, in order. */
+/* sx_rag_bm25(fts_table, params): the chunk's BM25F score over the
+ * phrases params names (see struct query_stats). Only their positions are
+ * read; other phrases of the expression only select candidates. */
 static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_context *out,
                         int argc, sqlite3_value **argv)
 {
     struct query_stats *qs = api->xGetAuxdata(ctx, 0);
-    double tf[2 * SX_RAG_QUERY_TERMS_MAX][N_COLS];
     double norm[N_COLS], score = 0;
-    int n_inst = 0, i, c, rc;
+    int i, c, rc;
 
     if (argc != 1) {
         sqlite3_result_error(out, "sx_rag_bm25(table, params)", -1);
@@ -120,20 +137,6 @@ static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_c
             return;
         }
     }
-
-    /* Term frequencies per phrase and column in this chunk. */
-    memset(tf, 0, sizeof(tf[0]) * (size_t)qs->n_phrase);
-    if ((rc = api->xInstCount(ctx, &n_inst)) != SQLITE_OK) {
-        sqlite3_result_error_code(out, rc);
-        return;
-    }
-    for (i = 0; i < n_inst; i++) {
-        int phrase, col, off;
-
-        if (api->xInst(ctx, i, &phrase, &col, &off) == SQLITE_OK && phrase >= 0 &&
-            phrase < qs->n_phrase && col >= 0 && col < N_COLS)
-            tf[phrase][col] += 1;
-    }
     for (c = 0; c < N_COLS; c++) {
         int len = 0;
 
@@ -141,15 +144,23 @@ static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_c
         norm[c] = qs->avg_len[c] > 0 ? 1 - BM25_B + BM25_B * len / qs->avg_len[c] : 1;
     }
 
-    /* BM25F: weighted, length-normalised frequency, then saturation. */
-    for (i = 0; i < qs->n_phrase; i++) {
+    /* BM25F: per phrase, its weighted, length-normalised frequency over the
+     * columns, then saturation. */
+    for (i = 0; i < qs->n; i++) {
+        Fts5PhraseIter it;
+        int col, off, tf[N_COLS] = {0};
         double x = 0;
 
         if (qs->weight[i] == 0)
             continue;
+        if (api->xPhraseFirst(ctx, qs->first + i, &it, &col, &off) != SQLITE_OK)
+            continue;
+        for (; col >= 0; api->xPhraseNext(ctx, &it, &col, &off))
+            if (col < N_COLS)
+                tf[col]++;
         for (c = 0; c < N_COLS; c++)
-            if (tf[i][c] > 0)
-                x += col_weight[c] * tf[i][c] / norm[c];
+            if (tf[c] > 0)
+                x += col_weight[c] * tf[c] / norm[c];
         if (x > 0)
             score += qs->weight[i] * qs->idf[i] * x * (BM25_K1 + 1) / (x + BM25_K1);
     }
@@ -308,7 +319,7 @@ int sx_rag_index_create(sx_db *db, const char *tenant_id)
     if ((rc = table_name(tenant_id, name)) != 0)
         return rc;
     snprintf(sql, sizeof(sql),
-             "CREATE VIRTUAL TABLE IF NOT EXISTS %s USING fts5(title, text, meta, "
+             "CREATE VIRTUAL TABLE IF NOT EXISTS %s USING fts5(title, text, meta, ds, "
              "content='rag_chunks', content_rowid='id', "
              "tokenize='porter unicode61 remove_diacritics 2');"
              "CREATE VIRTUAL TABLE IF NOT EXISTS %s_v USING fts5vocab(%s, 'row');",
@@ -327,8 +338,8 @@ int sx_rag_index_drop(sx_db *db, const char *tenant_id)
     return sx_db_exec(db, sql) == 0 ? 0 : SX_ESTORE;
 }
 
-static int index_write(sx_db *db, const char *tenant_id, const char *cmd, int64_t rowid,
-                       const char *title, const char *text, const char *meta)
+static int index_write(sx_db *db, const char *tenant_id, const char *cmd,
+                       const struct sx_rag_index_row *row)
 {
     char name[64], sql[256];
     int64_t rc;
@@ -336,25 +347,23 @@ static int index_write(sx_db *db, const char *tenant_id, const char *cmd, int64_
     if (table_name(tenant_id, name) != 0)
         return SX_EINVAL;
     if (cmd)
-        snprintf(sql, sizeof(sql), "INSERT INTO %s(%s, rowid, title, text, meta) "
-                 "VALUES ('%s', $1, $2, $3, $4)", name, name, cmd);
+        snprintf(sql, sizeof(sql), "INSERT INTO %s(%s, rowid, title, text, meta, ds) "
+                 "VALUES ('%s', $1, $2, $3, $4, $5)", name, name, cmd);
     else
-        snprintf(sql, sizeof(sql), "INSERT INTO %s(rowid, title, text, meta) "
-                 "VALUES ($1, $2, $3, $4)", name);
-    rc = sx_db_run(db, sql, "ittt", rowid, title, text, meta);
+        snprintf(sql, sizeof(sql), "INSERT INTO %s(rowid, title, text, meta, ds) "
+                 "VALUES ($1, $2, $3, $4, $5)", name);
+    rc = sx_db_run(db, sql, "itttt", row->rowid, row->title, row->text, row->meta, row->ds);
     return rc < 0 ? SX_ESTORE : 0;
 }
 
-int sx_rag_index_add(sx_db *db, const char *tenant_id, int64_t rowid, const char *title,
-                     const char *text, const char *meta)
+int sx_rag_index_add(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row)
 {
-    return index_write(db, tenant_id, NULL, rowid, title, text, meta);
+    return index_write(db, tenant_id, NULL, row);
 }
 
-int sx_rag_index_remove(sx_db *db, const char *tenant_id, int64_t rowid, const char *title,
-                        const char *text, const char *meta)
+int sx_rag_index_remove(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row)
 {
-    return index_write(db, tenant_id, "delete", rowid, title, text, meta);
+    return index_write(db, tenant_id, "delete", row);
 }
 
 /* ---- search -------------------------------------------------------------- */
@@ -363,10 +372,12 @@ int sx_rag_index_remove(sx_db *db, const char *tenant_id, int64_t rowid, const c
 struct plan_term {
     const char *term;
     double weight, df, idf, bound;
-    bool single; /* one token: df exact; else a phrase, always essential */
 };
 
-/* Document frequencies of the terms (0: not in the index). */
+/* Document frequencies of the terms (0: not in the index). A term the
+ * tokenizer cuts in several tokens is a phrase whose frequency the
+ * vocabulary does not know: it gets df 1 (so an upper IDF) and an infinite
+ * bound (any chunk holding it is scored). */
 static int lookup_df(sx_db *db, const char *name, const struct sx_rag_terms *t,
                      struct plan_term *p)
 {
@@ -386,14 +397,14 @@ static int lookup_df(sx_db *db, const char *name, const struct sx_rag_terms *t,
         p[i].term = t->term[i];
         p[i].weight = t->weight[i];
         p[i].df = 0;
-        p[i].single = true;
-        if (rc == SX_STORE_ROW) {
-            stem = sx_stmt_text(st, 0);
-            p[i].single = stem && !strchr(stem, ' ');
-            /* A phrase's frequency is unknown here; its rarest-token bound
-             * is unknown too, so it is treated as present everywhere it
-             * could be (n = 1) and always searched. */
-            p[i].df = !stem || !*stem ? 0 : p[i].single ? (double)sx_stmt_int(st, 1) : 1;
+        p[i].bound = 0;
+        if (rc == SX_STORE_ROW && (stem = sx_stmt_text(st, 0)) != NULL && *stem) {
+            if (strchr(stem, ' ')) {
+                p[i].df = 1;
+                p[i].bound = INFINITY;
+            } else {
+                p[i].df = (double)sx_stmt_int(st, 1);
+            }
         }
         sx_stmt_done(st);
         if (rc < 0)
@@ -421,11 +432,83 @@ static int64_t index_rows(sx_db *db, const char *name, const char *term)
     return n;
 }
 
-static int by_bound(const void *a, const void *b)
+static int by_bound_desc(const void *a, const void *b)
 {
     const struct plan_term *x = a, *y = b;
 
-    return x->bound < y->bound ? -1 : x->bound > y->bound;
+    return x->bound > y->bound ? -1 : x->bound < y->bound;
+}
+
+/* ---- the candidate formula ----------------------------------------------- */
+
+enum { F_FALSE, F_TRUE, F_TERM, F_AND, F_OR };
+
+struct fnode {
+    int kind, term, a, b;
+};
+
+struct formula {
+    struct fnode node[4 * FORMULA_TERMS];
+    int n_node, n_terms;
+    bool overflow;
+    const struct plan_term *p;
+    size_t k;
+    double suffix[SX_RAG_QUERY_TERMS_MAX + 1]; /* bound sums of p[i..k) */
+};
+
+static int fnew(struct formula *f, int kind, int term, int a, int b)
+{
+    if (f->n_node == (int)(sizeof(f->node) / sizeof(f->node[0])) ||
+        (kind == F_TERM && f->n_terms == FORMULA_TERMS)) {
+        f->overflow = true;
+        return 0; /* node 0 is F_FALSE; the result is discarded anyway */
+    }
+    if (kind == F_TERM)
+        f->n_terms++;
+    f->node[f->n_node] = (struct fnode){kind, term, a, b};
+    return f->n_node++;
+}
+
+/* "Any of p[i..m)" where m leaves out the smallest terms whose bounds add
+ * up to less than need: a superset of what fbuild() would say. */
+static int fchain(struct formula *f, size_t i, double need)
+{
+    size_t m = f->k;
+    int x = 0;
+
+    while (m > i + 1 && f->suffix[m - 1] < need)
+        m--;
+    while (m-- > i) {
+        int t = fnew(f, F_TERM, (int)m, 0, 0);
+
+        x = x ? fnew(f, F_OR, 0, t, x) : t;
+    }
+    return x;
+}
+
+/* Chunks holding terms of p[i..k) whose bounds add up to need:
+ * with p[i] (then need - bound_i from the rest) or without it. Below
+ * depth FORMULA_DEPTH, the looser fchain() keeps the formula small. */
+static int fbuild(struct formula *f, size_t i, double need, int depth)
+{
+    int with, without, t;
+
+    if (need <= 0)
+        return 1; /* F_TRUE */
+    if (i >= f->k || f->suffix[i] < need || f->overflow)
+        return 0; /* F_FALSE */
+    if (depth == FORMULA_DEPTH)
+        return fchain(f, i, need);
+    t = fnew(f, F_TERM, (int)i, 0, 0);
+    with = fbuild(f, i + 1, need - f->p[i].bound, depth + 1);
+    without = fbuild(f, i + 1, need, depth);
+    if (f->node[with].kind != F_TRUE)
+        t = f->node[with].kind == F_FALSE ? 0 : fnew(f, F_AND, 0, t, with);
+    if (f->node[without].kind == F_FALSE)
+        return t;
+    if (f->node[t].kind == F_FALSE)
+        return without;
+    return fnew(f, F_OR, 0, t, without);
 }
 
 static int append(char *buf, size_t cap, size_t *used, const char *fmt, ...)
@@ -445,78 +528,119 @@ static int append(char *buf, size_t cap, size_t *used, const char *fmt, ...)
     return 0;
 }
 
-/* Runs one pass with terms p[0..n_opt) optional and p[n_opt..n) essential:
- * ("e1" OR "e2") AND ("e1" OR "e2" OR "o1" ...), the repeated essential
- * phrases weighted 0, so that candidates hold an essential term and every
- * term scores. */
-static int run_pass(sx_db *db, const char *name, const char *tenant_id,
-                    const struct plan_term *p, size_t n, size_t n_opt,
-                    const char *datasets_json, struct sx_rag_cand *out, size_t cap,
-                    size_t *n_out)
+/* Writes node x as FTS5 syntax. */
+static int fwrite_node(const struct formula *f, int x, char *e, size_t cap, size_t *eu)
 {
-    char expr[2 * SX_RAG_QUERY_TERMS_MAX * (SX_RAG_TERM_MAX + 8) + 16];
-    char params[2 * SX_RAG_QUERY_TERMS_MAX * 40], sql[1024];
+    const struct fnode *nd = &f->node[x];
+    int rc;
+
+    if (nd->kind == F_TERM)
+        return append(e, cap, eu, "\"%s\"", f->p[nd->term].term);
+    if ((rc = append(e, cap, eu, "(")) ||
+        (rc = fwrite_node(f, nd->a, e, cap, eu)) ||
+        (rc = append(e, cap, eu, nd->kind == F_AND ? " AND " : " OR ")) ||
+        (rc = fwrite_node(f, nd->b, e, cap, eu)))
+        return rc;
+    return append(e, cap, eu, ")");
+}
+
+/* ---- passes -------------------------------------------------------------- */
+
+struct plan {
+    sx_db *db;
+    const char *name;
+    struct plan_term p[SX_RAG_QUERY_TERMS_MAX];
+    size_t k;
+    const char *const *ds;
+    size_t n_ds; /* 0: every dataset */
+};
+
+/* Ranks the chunks that could reach need (0: every matching chunk). */
+static int run_pass(const struct plan *pl, double need, struct sx_rag_cand *out, size_t cap,
+                    size_t *n)
+{
+    static __thread struct formula f;
+    char expr[8192], params[2 * SX_RAG_QUERY_TERMS_MAX * 32], sql[512];
     size_t eu = 0, pu = 0, i;
     sx_stmt *st;
-    int rc = 0;
+    int root = 1, rc = 0;
 
-    *n_out = 0;
-    if (n_opt)
-        rc |= append(expr, sizeof(expr), &eu, "(");
-    for (i = n_opt; i < n; i++) {
-        rc |= append(expr, sizeof(expr), &eu, "%s\"%s\"", i > n_opt ? " OR " : "", p[i].term);
-        rc |= append(params, sizeof(params), &pu, "%.6g %.6g ", p[i].weight, p[i].idf);
-    }
-    if (n_opt) {
-        rc |= append(expr, sizeof(expr), &eu, ") AND (");
-        for (i = 0; i < n; i++) {
-            rc |= append(expr, sizeof(expr), &eu, "%s\"%s\"", i ? " OR " : "", p[i].term);
-            rc |= append(params, sizeof(params), &pu, "%.6g %.6g ",
-                         i < n_opt ? p[i].weight : 0.0, p[i].idf);
+    *n = 0;
+
+    /* 1. The candidate formula; too big a formula falls back to "any
+     * term", a superset, so results stay exact. */
+    if (need > 0) {
+        memset(&f, 0, sizeof(f));
+        f.p = pl->p;
+        f.k = pl->k;
+        f.n_node = 2; /* 0: F_FALSE, 1: F_TRUE */
+        f.node[1].kind = F_TRUE;
+        for (i = pl->k; i-- > 0;)
+            f.suffix[i] = f.suffix[i + 1] + pl->p[i].bound;
+        root = fbuild(&f, 0, need, 0);
+        if (f.overflow) {
+            f.overflow = false;
+            f.n_node = 2;
+            f.n_terms = 0;
+            root = fchain(&f, 0, need);
         }
+        if (f.overflow)
+            root = 1;
+        else if (f.node[root].kind == F_FALSE)
+            return 0; /* no chunk can reach need */
+    }
+    /* 2. Every term, scored, AND-ed with the formula (in this order FTS5
+     * merges fastest), then with the datasets. */
+    rc |= append(expr, sizeof(expr), &eu, "(");
+    for (i = 0; i < pl->k; i++)
+        rc |= append(expr, sizeof(expr), &eu, "%s\"%s\"", i ? " OR " : "", pl->p[i].term);
+    rc |= append(expr, sizeof(expr), &eu, ")");
+    rc |= append(params, sizeof(params), &pu, "0 %zu ", pl->k);
+    for (i = 0; i < pl->k; i++)
+        rc |= append(params, sizeof(params), &pu, "%.9g %.9g ", pl->p[i].weight,
+                     pl->p[i].idf);
+    if (root != 1) {
+        rc |= append(expr, sizeof(expr), &eu, " AND ");
+        rc |= fwrite_node(&f, root, expr, sizeof(expr), &eu);
+    }
+    if (pl->n_ds) {
+        rc |= append(expr, sizeof(expr), &eu, " AND ds : (");
+        for (i = 0; i < pl->n_ds; i++)
+            rc |= append(expr, sizeof(expr), &eu, "%s\"%s\"", i ? " OR " : "", pl->ds[i]);
         rc |= append(expr, sizeof(expr), &eu, ")");
     }
     if (rc)
         return SX_ETOOBIG;
 
-    /* The tenant filter repeats what the per-tenant table already ensures:
-     * isolation does not rest on one mechanism. */
-    snprintf(sql, sizeof(sql),
-             "SELECT c.id, sx_rag_bm25(%s, $2) AS r"
-             " FROM %s JOIN rag_chunks c ON c.id = %s.rowid"
-             " WHERE %s MATCH $1 AND c.tenant_id = $3"
-             " AND c.dataset_id IN (SELECT d.id FROM rag_datasets d WHERE d.tenant_id = $3"
-             " AND CASE WHEN $5 IS NULL THEN d.allow_rag = 1"
-             " ELSE d.id IN (SELECT value FROM json_each($5)) END)"
-             " ORDER BY r DESC LIMIT $4",
-             name, name, name, name);
-    st = sx_db_prepare(db, sql);
+    /* 3. Rank inside the tenant's own index. */
+    snprintf(sql, sizeof(sql), "SELECT rowid, sx_rag_bm25(%s, $2) AS r FROM %s WHERE %s "
+             "MATCH $1 ORDER BY r DESC LIMIT $3", pl->name, pl->name, pl->name);
+    st = sx_db_prepare(pl->db, sql);
     if (!st)
         return SX_ESTORE;
     if (sx_stmt_bind_text(st, 1, expr) || sx_stmt_bind_text(st, 2, params) ||
-        sx_stmt_bind_text(st, 3, tenant_id) || sx_stmt_bind_int(st, 4, (int64_t)cap) ||
-        (datasets_json ? sx_stmt_bind_text(st, 5, datasets_json) : sx_stmt_bind_null(st, 5))) {
+        sx_stmt_bind_int(st, 3, (int64_t)cap)) {
         sx_stmt_done(st);
         return SX_ESTORE;
     }
-    while ((rc = sx_stmt_step(st)) == SX_STORE_ROW && *n_out < cap) {
-        out[*n_out].rowid = sx_stmt_int(st, 0);
-        out[*n_out].bm25 = sx_stmt_double(st, 1);
-        (*n_out)++;
+    while ((rc = sx_stmt_step(st)) == SX_STORE_ROW && *n < cap) {
+        out[*n].rowid = sx_stmt_int(st, 0);
+        out[*n].bm25 = sx_stmt_double(st, 1);
+        (*n)++;
     }
     sx_stmt_done(st);
     return rc < 0 ? SX_ESTORE : 0;
 }
 
 int sx_rag_index_search(sx_db *db, const char *tenant_id, const struct sx_rag_terms *t,
-                        const char *datasets_json, double threshold,
+                        const char *const *ds, size_t n_ds, double threshold,
                         struct sx_rag_cand *out, size_t cap, size_t *n, double *ideal)
 {
-    struct plan_term p[SX_RAG_QUERY_TERMS_MAX];
+    static __thread struct plan pl;
     char name[64];
-    size_t i, k = 0, n_exact = 0, n_guess = 0;
-    double rows, sum, need;
-    int64_t nrows;
+    double need, guess;
+    int64_t rows;
+    size_t i;
     int rc;
 
     *n = 0;
@@ -525,57 +649,43 @@ int sx_rag_index_search(sx_db *db, const char *tenant_id, const struct sx_rag_te
         return 0;
     if ((rc = table_exists(db, name)) <= 0)
         return rc;
+    memset(&pl, 0, sizeof(pl));
+    pl.db = db;
+    pl.name = name;
+    pl.ds = ds;
+    pl.n_ds = n_ds;
 
     /* 1. Frequencies; terms absent from the index drop out. */
-    if ((rc = lookup_df(db, name, t, p)) != 0)
+    if ((rc = lookup_df(db, name, t, pl.p)) != 0)
         return rc;
     for (i = 0; i < t->n; i++)
-        if (p[i].df > 0)
-            p[k++] = p[i];
-    if (k == 0)
+        if (pl.p[i].df > 0)
+            pl.p[pl.k++] = pl.p[i];
+    if (pl.k == 0)
         return 0;
-    nrows = index_rows(db, name, p[0].term);
-    if (nrows < 0)
-        return (int)nrows;
-    rows = (double)nrows;
+    if ((rows = index_rows(db, name, pl.p[0].term)) < 0)
+        return (int)rows;
 
     /* 2. IDF, bounds and the reference score. */
-    for (i = 0; i < k; i++) {
-        double df = p[i].df > rows ? rows : p[i].df;
+    for (i = 0; i < pl.k; i++) {
+        double df = pl.p[i].df > (double)rows ? (double)rows : pl.p[i].df;
 
-        p[i].idf = log(1.0 + (rows - df + 0.5) / (df + 0.5));
-        p[i].bound = p[i].single ? p[i].weight * p[i].idf * (BM25_K1 + 1) : INFINITY;
-        *ideal += p[i].weight * p[i].idf;
+        pl.p[i].idf = log(1.0 + ((double)rows - df + 0.5) / (df + 0.5));
+        if (pl.p[i].bound == 0)
+            pl.p[i].bound = pl.p[i].weight * pl.p[i].idf * (BM25_K1 + 1);
+        *ideal += pl.p[i].weight * pl.p[i].idf;
     }
-    qsort(p, k, sizeof(p[0]), by_bound);
+    qsort(pl.p, pl.k, sizeof(pl.p[0]), by_bound_desc);
 
-    /* 3. How many terms may be optional: exactly, below the threshold; as
-     * a guess, below a fraction of the reference (checked after). */
+    /* 3. A guess first when it prunes more than the threshold; kept if the
+     * k-th hit reached it, since no unscored chunk could. */
     need = threshold * *ideal;
-    for (i = 0, sum = 0; i < k; i++) {
-        sum += p[i].bound;
-        if (sum >= (need > GUESS_FRACTION * *ideal ? need : GUESS_FRACTION * *ideal))
-            break;
-        n_guess = i + 1;
-        if (sum < need)
-            n_exact = i + 1;
-    }
-    if (n_guess == k)
-        n_guess = n_exact = k - 1; /* some term must generate candidates */
-    if (n_exact > n_guess)
-        n_exact = n_guess;
-
-    /* 4. The guess holds if it prunes below the threshold, or if k hits
-     * came back and the k-th beats every chunk with optional terms only. */
-    if (getenv("RAGDBG")) { fprintf(stderr, "k=%zu guess=%zu exact=%zu:", k, n_guess, n_exact); for (i=0;i<k;i++) fprintf(stderr, " %s/%.0f", p[i].term, p[i].df); fprintf(stderr, "\n"); }
-    if (n_guess > n_exact) {
-        for (i = 0, sum = 0; i < n_guess; i++)
-            sum += p[i].bound;
-        if ((rc = run_pass(db, name, tenant_id, p, k, n_guess, datasets_json, out, cap, n)))
+    guess = GUESS_FRACTION * *ideal;
+    if (guess > need) {
+        if ((rc = run_pass(&pl, guess, out, cap, n)) != 0)
             return rc;
-        if (getenv("RAGDBG")) fprintf(stderr, "  guess n=%zu kth=%.3f sum=%.3f\n", *n, *n ? out[*n-1].bm25 : 0, sum);
-        if (*n == cap && out[cap - 1].bm25 >= sum)
+        if (*n == cap && out[cap - 1].bm25 >= guess)
             return 0;
     }
-    return run_pass(db, name, tenant_id, p, k, n_exact, datasets_json, out, cap, n);
+    return run_pass(&pl, need, out, cap, n);
 }

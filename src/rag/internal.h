@@ -12,6 +12,8 @@ struct sx_rag {
     struct sx_rag_limits limits;
 };
 
+#define SX_RAG_TOKEN_MAX 24 /* a dataset's index token: 20 digits */
+
 /* A chunk the index ranked. */
 struct sx_rag_cand {
     int64_t rowid;
@@ -23,20 +25,23 @@ struct sx_rag_cand {
 int sx_rag_index_create(sx_db *db, const char *tenant_id);
 /* Drops the tenant's index if present. 0 or SX_ESTORE. */
 int sx_rag_index_drop(sx_db *db, const char *tenant_id);
-/* Adds / removes chunk rowid with its indexed fields; remove must be given
- * the same fields that add was (they are read back from rag_chunks). */
-int sx_rag_index_add(sx_db *db, const char *tenant_id, int64_t rowid, const char *title,
-                     const char *text, const char *meta);
-int sx_rag_index_remove(sx_db *db, const char *tenant_id, int64_t rowid, const char *title,
-                        const char *text, const char *meta);
+/* A chunk's indexed fields: ds is its dataset's index token. */
+struct sx_rag_index_row {
+    int64_t rowid;
+    const char *title, *text, *meta, *ds;
+};
+
+/* Adds / removes a chunk; remove must be given the same fields that add
+ * was (they are read back from rag_chunks). 0, SX_EINVAL or SX_ESTORE. */
+int sx_rag_index_add(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row);
+int sx_rag_index_remove(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row);
 /* Ranks the tenant's chunks matching terms, best first, at most cap, and
  * gives the query's reference score in *ideal. Chunks whose normalised
- * score would be below threshold may be left out (never others).
- * datasets_json: a JSON array of dataset ids to search, or NULL for the
- * datasets whose data_use allows RAG. A tenant without an index has no
- * hits. 0, SX_ETOOBIG or SX_ESTORE. */
+ * score would be below threshold may be left out (never others). ds lists
+ * the index tokens of the datasets to search (n_ds 0: all of them). A
+ * tenant without an index has no hits. 0, SX_ETOOBIG or SX_ESTORE. */
 int sx_rag_index_search(sx_db *db, const char *tenant_id, const struct sx_rag_terms *t,
-                        const char *datasets_json, double threshold,
+                        const char *const *ds, size_t n_ds, double threshold,
                         struct sx_rag_cand *out, size_t cap, size_t *n, double *ideal);
 
 /* The module's migrations and purge hook (dataset.c). */

@@ -113,13 +113,12 @@ static int load_hit(sx_db *db, const char *tenant_id, int64_t rowid, struct sx_r
     return rc;
 }
 
-/* A dataset filter from the API: an array of 1..100 "ds_" ids, as JSON. */
-static int datasets_filter(const json_t *v, char **out, struct sx_fault *f)
+/* Checks the API's dataset list: an array of 1..100 dataset ids. */
+static int datasets_check(const json_t *v, struct sx_fault *f)
 {
     size_t i;
     json_t *x;
 
-    *out = NULL;
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 100)
@@ -128,8 +127,7 @@ static int datasets_filter(const json_t *v, char **out, struct sx_fault *f)
         if (!json_is_string(x) || json_string_length(x) >= SX_RAG_DATASET_ID_MAX)
             goto bad;
     }
-    *out = json_dumps(v, JSON_COMPACT);
-    return *out ? 0 : SX_ENOMEM;
+    return 0;
 bad:
     if (f) {
         f->code = "invalid_datasets";
@@ -140,29 +138,90 @@ bad:
     return SX_EINVAL;
 }
 
+static int listed(const json_t *list, const char *id)
+{
+    size_t i;
+    json_t *x;
+
+    json_array_foreach(list, i, x)
+        if (strcmp(json_string_value(x), id) == 0)
+            return 1;
+    return 0;
+}
+
+/* The index tokens of the tenant's datasets a query may see: those named
+ * in list, or with list NULL those whose data_use allows RAG. *n_ds 0 with
+ * *all set means every dataset; 0 without it, none. */
+static int datasets_select(sx_db *db, const char *tenant_id, const json_t *list,
+                           char (**tokens)[SX_RAG_TOKEN_MAX], size_t *n_ds, bool *all)
+{
+    sx_stmt *st = sx_db_query(db, "SELECT id, index_token, allow_rag FROM rag_datasets "
+                                  "WHERE tenant_id = $1", "t", tenant_id);
+    size_t total = 0, cap = 0;
+    int rc;
+
+    *tokens = NULL;
+    *n_ds = 0;
+    *all = false;
+    if (!st)
+        return SX_ESTORE;
+    while ((rc = sx_stmt_step(st)) == SX_STORE_ROW) {
+        const char *id = sx_stmt_text(st, 0);
+        bool take = list && !json_is_null(list) ? listed(list, id) : sx_stmt_int(st, 2) != 0;
+
+        total++;
+        if (!take)
+            continue;
+        if (*n_ds == cap) {
+            void *p = realloc(*tokens, (cap = cap ? cap * 2 : 8) * SX_RAG_TOKEN_MAX);
+
+            if (!p) {
+                rc = SX_ENOMEM;
+                break;
+            }
+            *tokens = p;
+        }
+        snprintf((*tokens)[(*n_ds)++], SX_RAG_TOKEN_MAX, "%s", sx_stmt_text(st, 1));
+    }
+    sx_stmt_done(st);
+    if (rc < 0) {
+        free(*tokens);
+        *tokens = NULL;
+        *n_ds = 0;
+        return rc == SX_ENOMEM ? rc : SX_ESTORE;
+    }
+    if (*n_ds > 0 && *n_ds == total) {
+        *all = true;
+        *n_ds = 0;
+    }
+    return 0;
+}
+
 int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t len,
                     const struct sx_rag_query *q, struct sx_rag_result *out,
                     struct sx_fault *f)
 {
     struct sx_rag_terms terms;
     struct sx_rag_cand *cand = NULL;
+    char (*tokens)[SX_RAG_TOKEN_MAX] = NULL;
+    const char *ds[128];
     int64_t t0 = sx_time_mono_ns();
-    size_t n_cand = 0, i;
+    size_t n_cand = 0, n_ds = 0, i;
     double ideal = 0;
-    char *filter = NULL;
+    bool all = false;
     int top_k = q->top_k < 1 ? 1 : q->top_k > TOP_K_MAX ? TOP_K_MAX : q->top_k;
     sx_db *db = NULL;
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if ((rc = datasets_filter(q->datasets, &filter, f)) != 0)
+    if ((rc = datasets_check(q->datasets, f)) != 0)
         return rc;
     sx_rag_terms_parse(text, len, &terms);
     out->n_terms = terms.n;
     if (terms.n == 0)
         goto done;
 
-    /* 1. Rank in the index; hits come back best first. */
+    /* 1. The datasets it may see; none, no hits. */
     cand = malloc((size_t)top_k * sizeof(*cand));
     out->hits = calloc((size_t)top_k, sizeof(*out->hits));
     if (!cand || !out->hits) {
@@ -173,11 +232,23 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
         rc = SX_ESTORE;
         goto done;
     }
-    if ((rc = sx_rag_index_search(db, tenant_id, &terms, filter, q->threshold, cand,
+    if ((rc = datasets_select(db, tenant_id, q->datasets, &tokens, &n_ds, &all)) != 0)
+        goto done;
+    if (!all && n_ds == 0)
+        goto done;
+    if (n_ds > sizeof(ds) / sizeof(ds[0])) {
+        rc = SX_ETOOBIG;
+        goto done;
+    }
+    for (i = 0; i < n_ds; i++)
+        ds[i] = tokens[i];
+
+    /* 2. Rank in the tenant's index; hits come back best first. */
+    if ((rc = sx_rag_index_search(db, tenant_id, &terms, ds, n_ds, q->threshold, cand,
                                   (size_t)top_k, &n_cand, &ideal)) != 0)
         goto done;
 
-    /* 2. Keep those above the threshold, with their text and metadata. */
+    /* 3. Keep those above the threshold, with their text and metadata. */
     for (i = 0; i < n_cand; i++) {
         struct sx_rag_hit *h = &out->hits[out->n];
         double s = sx_rag_normalise(cand[i].bm25, ideal);
@@ -197,7 +268,7 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
 done:
     sx_store_release(rag->store, db);
     free(cand);
-    free(filter);
+    free(tokens);
     if (rc != 0)
         sx_rag_result_clear(out);
     else

@@ -204,6 +204,37 @@ void sx_store_release(sx_store *s, sx_db *db)
     pthread_mutex_unlock(&s->lock);
 }
 
+sx_db *sx_store_connect(sx_store *s)
+{
+    sx_db *db = calloc(1, sizeof(*db));
+    char err[256];
+
+    if (!db) {
+        SX_ERROR("store", "out of memory opening a connection");
+        return NULL;
+    }
+    db->store = s;
+    db->busy = true;
+    db->conn = s->ops->connect(s->target, err, sizeof(err));
+    if (!db->conn) {
+        SX_ERROR("store", "%s", err);
+        free(db);
+        return NULL;
+    }
+    return db;
+}
+
+void sx_store_disconnect(sx_db *db)
+{
+    if (!db)
+        return;
+    if (db->in_txn)
+        sx_db_rollback(db);
+    db_drop_cache(db);
+    db->store->ops->disconnect(db->conn);
+    free(db);
+}
+
 int sx_store_ping(sx_store *s)
 {
     sx_db *db = sx_store_acquire(s);

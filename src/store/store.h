@@ -56,6 +56,14 @@ sx_db *sx_store_acquire(sx_store *s);
  * Accepts NULL. */
 void sx_store_release(sx_store *s, sx_db *db);
 
+/* A connection of the caller's own, outside the pool (a module that keeps
+ * one for its lifetime, e.g. the usage ledger with its own durability
+ * setting). Used by one thread at a time like a borrowed one. NULL if it
+ * cannot be opened (logged). sx_store_disconnect() rolls back an open
+ * transaction and closes it; accepts NULL. Close these before the store. */
+sx_db *sx_store_connect(sx_store *s);
+void sx_store_disconnect(sx_db *db);
+
 /* Write transactions. begin takes the write lock at once (SQLite
  * "BEGIN IMMEDIATE") so two writers never deadlock on upgrade; commit is
  * durable when it returns (synchronous=FULL). 0 or a negative code. */

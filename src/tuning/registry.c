@@ -8,6 +8,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/time.h"
+#include "engine/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +61,7 @@ struct sx_registry {
     char *dir;               /* <data_dir>/adapters */
     uint64_t budget;
     sx_registry_model_fn model_of;
+    sx_registry_remote_fn remote_of;
     void *model_ctx;
     pthread_mutex_t mu;
     sx_adapter_handle *cache;
@@ -319,8 +321,10 @@ static sx_adapter_handle *load_version(sx_registry *r, const char *tenant_id, in
     return h;
 }
 
-int sx_tuning_active_adapter(sx_registry *r, const struct sx_tenant *t,
-                             const char *base_model, sx_adapter_handle **out)
+/* The tenant's version n (0: the active one) for base_model, loaded if
+ * needed. */
+static int take_adapter(sx_registry *r, const struct sx_tenant *t, const char *base_model,
+                        int n, sx_adapter_handle **out)
 {
     char file[256], base[MODEL_MAX];
     sx_adapter_handle *h;
@@ -329,13 +333,18 @@ int sx_tuning_active_adapter(sx_registry *r, const struct sx_tenant *t,
     int version = 0, rc;
 
     *out = NULL;
-    if (!r || !t)
+    if (!r || !t || n < 0)
         return SX_ENOTFOUND;
     db = sx_store_acquire(r->store);
     if (!db)
         return SX_ESTORE;
-    st = sx_db_query(db, "SELECT version, file, base_model FROM adapters"
-                         " WHERE tenant_id = $1 AND active = 1", "t", t->id);
+    if (n == 0)
+        st = sx_db_query(db, "SELECT version, file, base_model FROM adapters"
+                             " WHERE tenant_id = $1 AND active = 1", "t", t->id);
+    else
+        st = sx_db_query(db, "SELECT version, file, base_model FROM adapters"
+                             " WHERE tenant_id = $1 AND version = $2", "ti", t->id,
+                         (int64_t)n);
     rc = st ? sx_stmt_step(st) : SX_ESTORE;
     if (rc == SX_STORE_ROW) {
         version = (int)sx_stmt_int(st, 0);
@@ -369,17 +378,47 @@ int sx_tuning_active_adapter(sx_registry *r, const struct sx_tenant *t,
     return 0;
 }
 
+int sx_tuning_active_adapter(sx_registry *r, const struct sx_tenant *t,
+                             const char *base_model, sx_adapter_handle **h)
+{
+    return take_adapter(r, t, base_model, 0, h);
+}
+
+int sx_tuning_adapter_version(sx_registry *r, const struct sx_tenant *t,
+                              const char *base_model, int version, sx_adapter_handle **h)
+{
+    if (version < 1) {
+        *h = NULL;
+        return SX_ENOTFOUND;
+    }
+    return take_adapter(r, t, base_model, version, h);
+}
+
 int sx_registry_active_version(sx_registry *r, const char *tenant_id, int *version,
                                char *base_model, size_t len)
 {
-    sx_db *db = sx_store_acquire(r->store);
+    return sx_registry_find_version(r, tenant_id, 0, version, base_model, len);
+}
+
+int sx_registry_find_version(sx_registry *r, const char *tenant_id, int n, int *version,
+                             char *base_model, size_t len)
+{
+    sx_db *db;
     sx_stmt *st;
     int rc;
 
+    if (!r || n < 0)
+        return SX_ENOTFOUND;
+    db = sx_store_acquire(r->store);
     if (!db)
         return SX_ESTORE;
-    st = sx_db_query(db, "SELECT version, base_model FROM adapters"
-                         " WHERE tenant_id = $1 AND active = 1", "t", tenant_id);
+    if (n == 0)
+        st = sx_db_query(db, "SELECT version, base_model FROM adapters"
+                             " WHERE tenant_id = $1 AND active = 1", "t", tenant_id);
+    else
+        st = sx_db_query(db, "SELECT version, base_model FROM adapters"
+                             " WHERE tenant_id = $1 AND version = $2", "ti", tenant_id,
+                         (int64_t)n);
     rc = st ? sx_stmt_step(st) : SX_ESTORE;
     if (rc == SX_STORE_ROW) {
         *version = (int)sx_stmt_int(st, 0);
@@ -503,14 +542,72 @@ int sx_registry_activate(sx_registry *r, const struct sx_tenant *t, int n,
     return rc;
 }
 
+/* An adapter for a model served upstream cannot be checked against the
+ * base weights here: the file must be a GGUF LoRA adapter with matching
+ * halves of sane rank; the upstream server checks the rest when the
+ * operator loads it there. Fills rank and alpha. */
+static int check_remote(const void *data, size_t len, int *rank, float *alpha, char *msg,
+                        size_t msglen)
+{
+    char err[200] = "";
+    sx_gguf *g = sx_gguf_open_buffer(data, len, err, sizeof(err));
+    const char *type, *atype;
+    size_t tlen = 0, alen = 0;
+    int rc = SX_EINVAL, n_a = 0;
+
+    *rank = 0;
+    *alpha = 0;
+    if (!g) {
+        snprintf(msg, msglen, "not a GGUF file: %s", err);
+        return SX_EINVAL;
+    }
+    type = sx_gguf_get_str(g, "general.type", &tlen);   /* not NUL-terminated */
+    atype = sx_gguf_get_str(g, "adapter.type", &alen);
+    if (!type || tlen != 7 || memcmp(type, "adapter", 7) != 0 || !atype || alen != 4 ||
+        memcmp(atype, "lora", 4) != 0) {
+        snprintf(msg, msglen, "not a LoRA adapter: general.type must be \"adapter\" and "
+                              "adapter.type \"lora\"");
+        goto out;
+    }
+    sx_gguf_get_f32(g, "adapter.lora.alpha", alpha);
+    for (int i = 0; i < sx_gguf_n_tensors(g); i++) {
+        const sx_gguf_tensor *a = sx_gguf_tensor_at(g, i), *b;
+        char bname[256];
+        size_t n = strlen(a->name);
+
+        if (n < 7 || strcmp(a->name + n - 7, ".lora_a") != 0)
+            continue;
+        snprintf(bname, sizeof(bname), "%.*s.lora_b", (int)(n - 7), a->name);
+        b = sx_gguf_find_tensor(g, bname);
+        if (!b || a->n_dims != 2 || b->n_dims != 2 || a->ne[1] != b->ne[0] ||
+            a->ne[1] < 1 || a->ne[1] > SX_LORA_MAX_RANK) {
+            snprintf(msg, msglen, "tensor %.100s: needs a %.100s partner with the same "
+                                  "rank (1 to %d)", a->name, bname, SX_LORA_MAX_RANK);
+            goto out;
+        }
+        if (a->ne[1] > *rank)
+            *rank = (int)a->ne[1];
+        n_a++;
+    }
+    if (n_a == 0) {
+        snprintf(msg, msglen, "the adapter has no .lora_a/.lora_b tensors");
+        goto out;
+    }
+    rc = 0;
+out:
+    sx_gguf_close(g);
+    return rc;
+}
+
 int sx_registry_upload(sx_registry *r, const struct sx_tenant *t, const char *base_model,
                        const void *data, size_t len, bool activate,
                        const struct sx_actor *who, json_t **version, char *msg,
                        size_t msglen)
 {
     const sx_model *m;
-    const sx_lora_info *info;
     sx_adapter_handle *h;
+    int rank = 0;
+    float lalpha = 0;
     uint8_t digest[SX_SHA256_LEN];
     char hex[2 * SX_SHA256_LEN + 1], dir[4200], file[256], path[4400], alpha[32];
     void *copy;
@@ -520,14 +617,22 @@ int sx_registry_upload(sx_registry *r, const struct sx_tenant *t, const char *ba
 
     *version = NULL;
     m = r->model_of ? r->model_of(r->model_ctx, base_model) : NULL;
-    if (!m) {
-        snprintf(msg, msglen, "base_model '%s' is not a local model of this server; adapters "
-                              "apply to local GGUF models only", base_model);
+    if (!m && !(r->remote_of && r->remote_of(r->model_ctx, base_model))) {
+        snprintf(msg, msglen, "base_model '%s' takes no adapters on this server: adapters "
+                              "apply to local GGUF models and to upstreams configured with "
+                              "lora=", base_model);
         return SX_ENOTFOUND;
     }
     if (!id_ok(t->id)) {
         snprintf(msg, msglen, "tenant id not usable in a path");
         return SX_EINVAL;
+    }
+    if (!m) {
+        rc = check_remote(data, len, &rank, &lalpha, msg, msglen);
+        if (rc)
+            return rc;
+        h = NULL;
+        goto store;
     }
     h = calloc(1, sizeof(*h));
     copy = aligned_alloc(64, (len + 63) / 64 * 64); /* tensor data wants alignment */
@@ -544,10 +649,12 @@ int sx_registry_upload(sx_registry *r, const struct sx_tenant *t, const char *ba
         free(h);
         return rc == SX_ENOMEM ? rc : SX_EINVAL;
     }
-    info = sx_lora_get_info(h->lora);
+    rank = sx_lora_get_info(h->lora)->rank;
+    lalpha = sx_lora_get_info(h->lora)->alpha;
+store:
     sx_crypto_sha256(data, len, digest);
     sx_crypto_hex(digest, sizeof(digest), hex);
-    snprintf(alpha, sizeof(alpha), "%.9g", (double)info->alpha);
+    snprintf(alpha, sizeof(alpha), "%.9g", (double)lalpha);
 
     db = sx_store_acquire(r->store);
     if (!db || sx_db_begin(db) != 0) {
@@ -578,7 +685,7 @@ int sx_registry_upload(sx_registry *r, const struct sx_tenant *t, const char *ba
                             " rank, alpha, base_model, created_at, active)"
                             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                         "tittiittii", t->id, (int64_t)n, file, hex, (int64_t)len,
-                        (int64_t)info->rank, alpha, base_model, sx_time_now_ms(),
+                        (int64_t)rank, alpha, base_model, sx_time_now_ms(),
                         (int64_t)(activate ? 1 : 0));
     if (rc == 1)
         audit(db, who, "adapter.upload", t, n);
@@ -590,13 +697,15 @@ int sx_registry_upload(sx_registry *r, const struct sx_tenant *t, const char *ba
     rc = read_version(db, t, n, version);
     sx_store_release(r->store, db);
     SX_INFO("tuning", "tenant %s: adapter v%d stored (%zu bytes, rank %d, base %s)%s", t->id,
-            n, len, info->rank, base_model, activate ? ", active" : "");
+            n, len, rank, base_model, activate ? ", active" : "");
 
-    /* The new version is loaded already: cache it. */
+    /* The new version is loaded already (local models): cache it. */
+    if (!h)
+        return rc;
     snprintf(h->tenant_id, sizeof(h->tenant_id), "%s", t->id);
     snprintf(h->base_model, sizeof(h->base_model), "%s", base_model);
     h->version = n;
-    h->bytes = info->n_bytes;
+    h->bytes = sx_lora_get_info(h->lora)->n_bytes;
     sx_adapter_release(insert(r, h));
     return rc;
 
@@ -606,7 +715,8 @@ fail:
         sx_store_release(r->store, db);
     }
     snprintf(msg, msglen, "the adapter could not be stored (%s)", sx_strerror(rc));
-    handle_free(h);
+    if (h)
+        handle_free(h);
     return rc;
 }
 
@@ -667,7 +777,11 @@ static void preload(sx_registry *r, int limit)
     sx_store_release(r->store, db);
     for (int i = 0; i < n && r->cached_bytes < r->budget; i++) {
         int rc;
-        sx_adapter_handle *h = load_version(r, rows[i].tenant, rows[i].version, rows[i].file,
+        sx_adapter_handle *h;
+
+        if (!r->model_of || !r->model_of(r->model_ctx, rows[i].base))
+            continue; /* served upstream, or its model is gone (warned on use) */
+        h = load_version(r, rows[i].tenant, rows[i].version, rows[i].file,
                                             rows[i].base, &rc);
 
         if (h) {
@@ -697,6 +811,7 @@ sx_registry *sx_registry_open(sx_store *store, sx_tenancy *tn,
     r->store = store;
     r->budget = o->mem_budget ? o->mem_budget : (1ull << 30);
     r->model_of = o->model_of;
+    r->remote_of = o->remote_of;
     r->model_ctx = o->model_ctx;
     pthread_mutex_init(&r->mu, NULL);
     if (sx_store_migrate(store, "adapters", migrations,

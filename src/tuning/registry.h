@@ -25,13 +25,18 @@ typedef struct sx_adapter_handle sx_adapter_handle;
  * local model (upstream models take no adapters). */
 typedef const sx_model *(*sx_registry_model_fn)(void *ctx, const char *base_model);
 
+/* Whether a base model name is served upstream with adapters named there
+ * (adapters for it are stored and versioned, not loaded). May be NULL. */
+typedef bool (*sx_registry_remote_fn)(void *ctx, const char *base_model);
+
 struct sx_registry_options {
     const char *data_dir;        /* files under <data_dir>/adapters */
     uint64_t mem_budget;         /* bytes of loaded adapters; 0: 1 GiB */
     int preload;                 /* active adapters loaded at open; -1: none,
                                     0: 16 */
     sx_registry_model_fn model_of;
-    void *model_ctx;
+    sx_registry_remote_fn remote_of;
+    void *model_ctx;         /* for model_of and remote_of */
 };
 
 /* Runs the registry's migrations, registers the tenant purge hook and
@@ -74,10 +79,19 @@ int sx_registry_purge(sx_registry *r, sx_db *db, const char *tenant_id);
  * loaded (logged); SX_ESTORE. */
 int sx_tuning_active_adapter(sx_registry *r, const struct sx_tenant *t,
                              const char *base_model, sx_adapter_handle **h);
+/* The same for version n (>= 1) of the tenant, active or not: a request
+ * naming "<base>:<slug>-v<n>" pins that version. SX_ENOTFOUND when the
+ * tenant has no such version or it is for another base model. */
+int sx_tuning_adapter_version(sx_registry *r, const struct sx_tenant *t,
+                              const char *base_model, int version, sx_adapter_handle **h);
 /* Without loading: the active version number and base model of a tenant
  * (base_model gets up to len bytes). SX_ENOTFOUND when none. */
 int sx_registry_active_version(sx_registry *r, const char *tenant_id, int *version,
                                char *base_model, size_t len);
+/* The same for version n of the tenant (0: the active one): whether it
+ * exists, and its base model. SX_ENOTFOUND when not. */
+int sx_registry_find_version(sx_registry *r, const char *tenant_id, int n, int *version,
+                             char *base_model, size_t len);
 
 const sx_lora *sx_adapter_lora(const sx_adapter_handle *h);
 int sx_adapter_version(const sx_adapter_handle *h);

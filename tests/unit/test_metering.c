@@ -1,8 +1,9 @@
 /* Unit tests of the metering module: GCRA arithmetic (no window-boundary
  * burst, exact under threads), token reservation and settlement, UTC day
  * rollover, trial limits, limit events, the ledger (group commit, no
- * duplicates, reload after a restart, purge) and usage periods. The core
- * is driven with explicit clocks; the store is a real SQLite file. */
+ * duplicates, leader/follower, both ledger_sync modes, reload after a
+ * restart, purge) and usage periods. The core is driven with explicit
+ * clocks, and once with the real ones; the store is a real SQLite file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,11 +11,13 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/time.h"
@@ -39,7 +42,7 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     f->s = sx_store_open(NULL, f->dir, 8, err, sizeof(err));
     assert_non_null(f->s);
-    f->m = sx_meter_open(f->s, NULL, err, sizeof(err));
+    f->m = sx_meter_open(f->s, NULL, NULL, err, sizeof(err));
     assert_non_null(f->m);
     *state = f;
     return 0;
@@ -561,6 +564,127 @@ static void test_group_commit(void **state)
     assert_int_equal(u.tokens, 1200);
 }
 
+/* Alone, a settling request leads its own commit: one commit per row. */
+static void test_leader_alone(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {1000000, -1, -1, false};
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    int64_t b0, r0, b1, r1;
+
+    sx_ledger_stats(f->m->ledger, &b0, &r0);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(admit(f, "tenant_alone", &l, 1, 1, 0, DAY0, &res, &g), 0);
+        settle(f, g, 1, 1, DAY0);
+    }
+    sx_ledger_stats(f->m->ledger, &b1, &r1);
+    assert_int_equal(r1 - r0, 20);
+    assert_int_equal(b1 - b0, 20);
+}
+
+/* ledger_sync = normal: the same rows and rollups, duplicates ignored,
+ * group commit under threads, and a restart finds everything. */
+static void test_ledger_sync_normal(void **state)
+{
+    struct fx *f = *state;
+    struct sx_meter_options o = {SX_LEDGER_SYNC_NORMAL};
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
+    struct sx_usage_totals u;
+    struct settler s[16];
+    pthread_t th[16];
+    char err[256];
+    void *ret;
+
+    sx_meter_close(f->m);
+    o.ledger_sync = 7;
+    assert_null(sx_meter_open(f->s, NULL, &o, err, sizeof(err)));
+    assert_non_null(strstr(err, "full or normal"));
+    o.ledger_sync = SX_LEDGER_SYNC_NORMAL;
+    f->m = sx_meter_open(f->s, NULL, &o, err, sizeof(err));
+    assert_non_null(f->m);
+    for (int i = 0; i < 16; i++) {
+        s[i] = (struct settler){f, i};
+        assert_int_equal(pthread_create(&th[i], NULL, settler_main, &s[i]), 0);
+    }
+    for (int i = 0; i < 16; i++) {
+        pthread_join(th[i], &ret);
+        assert_null(ret);
+    }
+    /* Settling the same request ids again bills nothing. */
+    s[0] = (struct settler){f, 3};
+    assert_null(settler_main(&s[0]));
+    sx_meter_close(f->m);
+    f->m = sx_meter_open(f->s, NULL, NULL, err, sizeof(err));
+    assert_non_null(f->m);
+    assert_int_equal(sx_meter_usage(f->m, "tenant_gc", &span, &u), 0);
+    assert_int_equal(u.requests, 400);
+    assert_int_equal(u.tokens, 1200);
+}
+
+/* Real clocks: the decision times reported (the ledger's started_at) obey
+ * the GCRA bound exactly, whatever the threads' interleaving: n
+ * admissions span at least (n - burst) T, less 1 ms of truncation. */
+struct clocked {
+    struct fx *f;
+    const struct meter_limits *l;
+    int64_t until_ns;
+    int64_t at[512];
+    int n;
+};
+
+static void *clocked_main(void *arg)
+{
+    struct clocked *c = arg;
+    struct admit_result res;
+    struct sx_meter_grant *g;
+
+    while (sx_time_mono_ns() < c->until_ns && c->n < 512) {
+        if (admit(c->f, "tenant_clock", c->l, 0, 0, -1, -1, &res, &g) == 0) {
+            c->at[c->n++] = res.at_ms;
+            assert_int_equal(res.day, res.at_ms / MS_PER_DAY);
+            sx_meter_release(c->f->m, g);
+        }
+        sched_yield();
+    }
+    return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+static void test_gcra_real_clock(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = rpm_only(1200); /* burst 120, T = 55.5 ms */
+    static struct clocked c[8];
+    pthread_t th[8];
+    int64_t t_ns, tau_ns, burst, all[8 * 512], before = sx_time_now_ms(), after;
+    int n = 0;
+
+    sx_gcra_params(l.rpm, &t_ns, &tau_ns, &burst);
+    for (int i = 0; i < 8; i++) {
+        c[i] = (struct clocked){f, &l, sx_time_mono_ns() + SEC, {0}, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, clocked_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        memcpy(all + n, c[i].at, (size_t)c[i].n * sizeof(all[0]));
+        n += c[i].n;
+    }
+    after = sx_time_now_ms();
+    qsort(all, (size_t)n, sizeof(all[0]), cmp_i64);
+    assert_true(n >= burst + 10 && n <= burst + 20);
+    assert_true(all[0] >= before - 50 && all[n - 1] <= after + 50);
+    for (int i = 0; i < n; i++)
+        for (int j = i + (int)burst; j < n; j++)
+            assert_true((j - i + 1 - burst) * t_ns <= (all[j] - all[i] + 1) * 1000000);
+}
+
 /* Today's use survives a restart: the quota is reloaded from the ledger. */
 static void test_reload_after_restart(void **state)
 {
@@ -576,7 +700,7 @@ static void test_reload_after_restart(void **state)
         settle(f, g, 50, 50, now);
     }
     sx_meter_close(f->m);
-    f->m = sx_meter_open(f->s, NULL, err, sizeof(err));
+    f->m = sx_meter_open(f->s, NULL, NULL, err, sizeof(err));
     assert_non_null(f->m);
 
     assert_int_equal(admit(f, "tenant_reload", &l, 0, 701, 0, now, &res, &g), SX_ELIMIT);
@@ -670,6 +794,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trial_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_no_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leader_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_sync_normal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gcra_real_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_after_restart, setup, teardown),
         cmocka_unit_test(test_format_duration),
         cmocka_unit_test(test_period_parse),
