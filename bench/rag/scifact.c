@@ -10,6 +10,7 @@
  *                [--max-tokens 256] [--overlap 48] */
 #include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,8 @@ struct query {
     int n_rel;
 };
 
+static int64_t chunk_count(sx_rag *rag);
+
 static double now_ms(void)
 {
     struct timespec t;
@@ -41,7 +44,7 @@ static double now_ms(void)
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
 }
 
-static void die(const char *what)
+static void __attribute__((noreturn)) die(const char *what)
 {
     fprintf(stderr, "scifact: %s\n", what);
     exit(1);
@@ -212,7 +215,7 @@ static size_t doc_ranking(const struct sx_rag_result *r, char ranked[][SX_RAG_DO
     return n;
 }
 
-static void quality(sx_rag *rag, struct query *q, size_t nq)
+static void quality(sx_rag *rag, struct query *q, size_t nq, const char *label)
 {
     static char ranked[RANK_DEPTH][SX_RAG_DOC_ID_MAX + 1];
     struct sx_rag_query rq = {.top_k = 1000, .threshold = 0};
@@ -242,9 +245,10 @@ static void quality(sx_rag *rag, struct query *q, size_t nq)
         }
         sx_rag_result_clear(&r);
     }
-    printf("{\"bench\":\"rag_scifact\",\"queries\":%zu,\"ndcg@10\":%.4f,\"recall@100\":%.4f,"
-           "\"published_bm25\":0.665,\"plain_fts5_bm25\":0.682}\n", nq, ndcg / (double)nq,
-           recall / (double)nq);
+    printf("{\"bench\":\"rag_scifact\",\"corpus\":\"%s\",\"chunks\":%lld,\"queries\":%zu,"
+           "\"ndcg@10\":%.4f,\"recall@100\":%.4f,\"published_bm25\":0.665,"
+           "\"plain_fts5_bm25\":0.682}\n", label, (long long)chunk_count(rag), nq,
+           ndcg / (double)nq, recall / (double)nq);
     fflush(stdout);
 }
 
@@ -254,8 +258,6 @@ static int cmp_double(const void *a, const void *b)
 
     return x < y ? -1 : x > y;
 }
-
-static int64_t chunk_count(sx_rag *rag);
 
 /* Synthetic documents of 3..20 random corpus sentences until the tenant
  * holds target chunks (counted after each batch). */
@@ -343,7 +345,8 @@ int main(int argc, char **argv)
     struct sx_rag_limits lim = {100, 262144, 512, 4096, 1000000, 100};
     char dir[1024], err[256], ds1[32], ds2[32];
     int64_t chunks = 100000, have;
-    sx_store *store;
+    bool own_dir = false;
+    sx_store *store = NULL;
     sx_rag *rag;
     size_t nq;
     double t0;
@@ -373,6 +376,7 @@ int main(int argc, char **argv)
         static char tmp[] = "/tmp/sx-rag-bench-XXXXXX";
 
         data = mkdtemp(tmp);
+        own_dir = data != NULL;
     }
     if (sx_rag_sqlite_setup() != 0 || !(store = sx_store_open(NULL, data, 2, err, sizeof(err))))
         die("cannot open the store");
@@ -386,7 +390,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "loaded %lld docs, %lld chunks in %.1f s\n", (long long)have,
             (long long)chunk_count(rag), (now_ms() - t0) / 1e3);
     nq = load_queries(dir, q);
-    quality(rag, q, nq);
+    quality(rag, q, nq, "scifact");
 
     /* 3. Latency at the target size. */
     if (chunks > 0) {
@@ -397,9 +401,17 @@ int main(int argc, char **argv)
                 (now_ms() - t0) / 1e3);
         latency(rag, q, nq, 5, 0.5);
         latency(rag, q, nq, 10, 0);
-        quality(rag, q, nq);
+        quality(rag, q, nq, "scifact+synthetic distractors");
     }
     sx_rag_close(rag);
     sx_store_close(store);
+    if (own_dir) {
+        static const char *const files[] = {"synapsex.db", "synapsex.db-wal",
+                                            "synapsex.db-shm"};
+
+        for (i = 0; i < 3; i++)
+            unlink(path_of(data, files[i]));
+        rmdir(data);
+    }
     return 0;
 }

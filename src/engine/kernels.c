@@ -175,6 +175,15 @@ sx_dot_fn sx_kernels_dot(const sx_kernels *k, int weight_type)
     }
 }
 
+sx_mat_fn sx_kernels_mat(const sx_kernels *k, int weight_type)
+{
+    switch (weight_type) {
+    case SX_GGML_Q8_0: return k->mat_q8_0;
+    case SX_GGML_Q4_0: return k->mat_q4_0;
+    default: return NULL;
+    }
+}
+
 size_t sx_act_row_bytes(int weight_type, int n)
 {
     switch (sx_act_format(weight_type)) {

@@ -23,10 +23,28 @@ enum sx_act_format { SX_ACT_F32, SX_ACT_F16, SX_ACT_BF16, SX_ACT_Q8 };
 typedef void (*sx_dot_fn)(int n, const void *w, const void *x,
                           size_t x_stride, int nx, float *out);
 
+/* Matrix kernel: out[j * ldo + r] = dot(row r of w, x_j) for r < nr and
+ * j < nx (any nx), rows ws bytes apart, x_j from the packed activations of
+ * pack_q8. Results are bit-identical to the dot function of the type.
+ * work (64-byte aligned, mat_work_bytes(n, nr), or NULL) lets the kernel
+ * decode the rows once when many activation rows reuse them. */
+typedef void (*sx_mat_fn)(int n, const void *w, size_t ws, int nr,
+                          const void *packed, int nx, float *out, size_t ldo,
+                          void *work);
+
 typedef struct sx_kernels {
     const char *name;              /* "scalar", "avx2", "avx512" */
     sx_dot_fn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0;
     void (*quantize_q8)(const float *x, sx_q8_block *y, int n);
+    /* The matrix path for Q8_0 / Q4_0 weights, NULL in tables without one:
+     * pack_q8 quantizes nx rows of n floats (x_stride floats apart) once
+     * per matmul into pack_q8_bytes(n, nx) bytes (64-byte aligned), which
+     * mat_q8_0 / mat_q4_0 then read. */
+    size_t (*pack_q8_bytes)(int n, int nx);
+    size_t (*mat_work_bytes)(int n, int nr);
+    void (*pack_q8)(const float *x, size_t x_stride, int nx, int n,
+                    void *dst);
+    sx_mat_fn mat_q8_0, mat_q4_0;
 } sx_kernels;
 
 const sx_kernels *sx_kernels_scalar(void);
@@ -36,6 +54,22 @@ const sx_kernels *sx_kernels_avx512(void);
 /* The fastest table this CPU runs; SX_KERNELS=scalar|avx2|avx512 in the
  * environment overrides the choice (for benchmarks and bisecting). */
 const sx_kernels *sx_kernels_best(void);
+
+/* The matrix kernel of a weight type, NULL when the table has none. */
+sx_mat_fn sx_kernels_mat(const sx_kernels *k, int weight_type);
+
+/* The AVX-512 matrix path (kernels_mat_avx512.c), for the avx512 table. */
+void sx_quantize_q8_avx512(const float *x, sx_q8_block *y, int n);
+size_t sx_pack_q8_bytes(int n, int nx);
+size_t sx_mat_work_bytes(int n, int nr);
+void sx_pack_q8_avx512(const float *x, size_t x_stride, int nx, int n,
+                       void *dst);
+void sx_mat_q8_0_avx512(int n, const void *w, size_t ws, int nr,
+                        const void *packed, int nx, float *out, size_t ldo,
+                        void *work);
+void sx_mat_q4_0_avx512(int n, const void *w, size_t ws, int nr,
+                        const void *packed, int nx, float *out, size_t ldo,
+                        void *work);
 
 /* Activation format, dot function and bytes per activation row of n values
  * for a weight type; the dot function is NULL for an unsupported type. */

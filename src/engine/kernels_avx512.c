@@ -132,7 +132,12 @@ static const sx_kernels avx512 = {
     .dot_bf16 = dot_bf16,
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
-    .quantize_q8 = sx_quantize_q8,
+    .quantize_q8 = sx_quantize_q8_avx512,
+    .pack_q8_bytes = sx_pack_q8_bytes,
+    .mat_work_bytes = sx_mat_work_bytes,
+    .pack_q8 = sx_pack_q8_avx512,
+    .mat_q8_0 = sx_mat_q8_0_avx512,
+    .mat_q4_0 = sx_mat_q4_0_avx512,
 };
 
 const sx_kernels *sx_kernels_avx512(void)

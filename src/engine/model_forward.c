@@ -15,6 +15,10 @@
 #include "engine/pool.h"
 
 #define SX_CHUNK 128 /* tokens per forward chunk */
+/* Rows of one matrix-kernel call: their weights stay in L2 while the
+ * kernel walks the activation tiles. */
+#define MM_ROWS 64
+#define MM_TASKS 4   /* matmul tasks per thread, at most */
 
 /* One chunk: where each token comes from and what it must produce. */
 typedef struct chunk {
@@ -78,6 +82,31 @@ static void *falloc(size_t n)
     return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
 }
 
+/* Bytes each matmul task may use to decode its rows once (0: none). */
+static size_t mm_work_bytes(const sx_model *m, int widest)
+{
+    const sx_kernels *k = m->kern;
+
+    if (!k->mat_work_bytes)
+        return 0;
+    return (k->mat_work_bytes(widest, MM_ROWS) + 63) / 64 * 64;
+}
+
+/* The activation area: prepared or packed activations of T rows (packed Q8
+ * takes 6 bytes a value per pair of rows), then the matmul tasks' work. */
+static size_t act_prep_bytes(int T, int widest)
+{
+    return ((size_t)(T + 1) * (size_t)(widest + 16) * sizeof(float) + 63) /
+           64 * 64;
+}
+
+static size_t act_floats(const sx_model *m, int T, int widest, int nth)
+{
+    return (act_prep_bytes(T, widest) +
+            (size_t)(MM_TASKS * nth) * mm_work_bytes(m, widest)) /
+           sizeof(float);
+}
+
 /* Grows the scratch to T tokens, contexts of n_ctx positions, nth threads. */
 static int scratch_reserve(sx_model *m, int T, int n_ctx, int nth)
 {
@@ -105,7 +134,8 @@ static int scratch_reserve(sx_model *m, int T, int n_ctx, int nth)
     s->ff_gate = falloc((size_t)T * F);
     s->ff_up = falloc((size_t)T * F);
     s->rows = falloc((size_t)T * (size_t)m->n_rot + (size_t)T * E);
-    s->act = falloc((size_t)T * (widest + 16));
+    /* Packed Q8 activations take 6 bytes a value per pair of rows. */
+    s->act = falloc(act_floats(m, T, (int)widest, nth));
     s->scores = falloc((size_t)nth * (size_t)n_ctx);
     s->t_seq = malloc((size_t)T * sizeof(*s->t_seq));
     s->t_pos = malloc((size_t)T * sizeof(*s->t_pos));
@@ -180,8 +210,11 @@ static void rope_apply(const sx_model *m, float *v, const float *cs)
 typedef struct mm_job {
     const sx_wmat *w;
     sx_dot_fn dot;
+    sx_mat_fn mat;           /* matrix kernel (packed activations) or NULL */
+    uint8_t *work;           /* per task: work_bytes for the matrix kernel */
+    size_t work_bytes;
     const uint8_t *act;
-    size_t act_bytes;        /* per activation row */
+    size_t act_bytes;        /* per activation row (dot path) */
     int nx;
     float *y;                /* row j of the output at y + j * ldy */
     size_t ldy;
@@ -190,17 +223,49 @@ typedef struct mm_job {
     int accumulate;          /* y += W x instead of y = W x */
 } mm_job;
 
+
+/* Output rows r0..r0+nr of activation rows x0..x0+nx from out[j][r]. */
+static void mm_store(const mm_job *j, int r0, int nr, int x0, int nx,
+                     const float *out, size_t ldo)
+{
+    for (int i = 0; i < nx; i++) {
+        float *y = (j->yrows ? j->yrows[x0 + i]
+                             : j->y + (size_t)(x0 + i) * j->ldy) + r0;
+        const float *o = out + (size_t)i * ldo;
+
+        for (int r = 0; r < nr; r++) {
+            float b = j->bias ? j->bias[r0 + r] : 0.0f;
+
+            if (j->accumulate)
+                y[r] += o[r] + b;
+            else
+                y[r] = o[r] + b;
+        }
+    }
+}
+
 static void mm_worker(void *ctx, int ith, int nth)
 {
     const mm_job *j = ctx;
     const sx_wmat *w = j->w;
-    float out[SX_KERNEL_MAX_ROWS];
+    float out[SX_CHUNK * MM_ROWS];
     int lo, hi;
 
     sx_pool_split(w->n_out, 16, ith, nth, &lo, &hi);
+    if (j->mat) {
+        for (int r = lo; r < hi; r += MM_ROWS) {
+            int nr = hi - r < MM_ROWS ? hi - r : MM_ROWS;
+
+            j->mat(w->n_in, w->data + (size_t)r * w->row_bytes, w->row_bytes,
+                   nr, j->act, j->nx, out, MM_ROWS,
+                   j->work_bytes ? j->work + (size_t)ith * j->work_bytes
+                                 : NULL);
+            mm_store(j, r, nr, 0, j->nx, out, MM_ROWS);
+        }
+        return;
+    }
     for (int r = lo; r < hi; r++) {
         const uint8_t *wr = w->data + (size_t)r * w->row_bytes;
-        float b = j->bias ? j->bias[r] : 0.0f;
 
         for (int x0 = 0; x0 < j->nx; x0 += SX_KERNEL_MAX_ROWS) {
             int n = j->nx - x0 < SX_KERNEL_MAX_ROWS ? j->nx - x0
@@ -208,24 +273,16 @@ static void mm_worker(void *ctx, int ith, int nth)
 
             j->dot(w->n_in, wr, j->act + (size_t)x0 * j->act_bytes,
                    j->act_bytes, n, out);
-            for (int i = 0; i < n; i++) {
-                float *y = j->yrows ? j->yrows[x0 + i]
-                                    : j->y + (size_t)(x0 + i) * j->ldy;
-
-                if (j->accumulate)
-                    y[r] += out[i] + b;
-                else
-                    y[r] = out[i] + b;
-            }
+            mm_store(j, r, 1, x0, n, out, 1);
         }
     }
 }
 
-/* Prepared activations are reused while the input and type stay the same
- * (q, k and v share one preparation). */
+/* Prepared activations are reused while the input and format stay the
+ * same (q, k and v share one preparation). */
 typedef struct act_cache {
     const float *src;
-    int type, n, rows;
+    int fmt, n, rows;        /* fmt: an sx_act_format, or -1 for packed */
 } act_cache;
 
 static void matmul(chunk *c, act_cache *ac, const sx_wmat *w, const float *x,
@@ -233,10 +290,12 @@ static void matmul(chunk *c, act_cache *ac, const sx_wmat *w, const float *x,
                    const float *bias, int accumulate)
 {
     const sx_kernels *k = c->m->kern;
-    int fmt = sx_act_format(w->type);
+    sx_mat_fn mat = sx_kernels_mat(k, w->type);
+    int fmt = mat ? -1 : sx_act_format(w->type), tasks;
     mm_job j = {
         .w = w,
         .dot = sx_kernels_dot(k, w->type),
+        .mat = mat,
         .act = c->s->act,
         .act_bytes = sx_act_row_bytes(w->type, w->n_in),
         .nx = rows,
@@ -247,14 +306,29 @@ static void matmul(chunk *c, act_cache *ac, const sx_wmat *w, const float *x,
         .accumulate = accumulate,
     };
 
-    if (ac->src != x || sx_act_format(ac->type) != fmt || ac->n != w->n_in ||
+    if (ac->src != x || ac->fmt != fmt || ac->n != w->n_in ||
         ac->rows != rows) {
-        sx_act_prepare(k, w->type, x, (size_t)w->n_in, rows, w->n_in,
-                       c->s->act);
-        *ac = (act_cache){.src = x, .type = w->type, .n = w->n_in,
-                          .rows = rows};
+        if (mat)
+            k->pack_q8(x, (size_t)w->n_in, rows, w->n_in, c->s->act);
+        else
+            sx_act_prepare(k, w->type, x, (size_t)w->n_in, rows, w->n_in,
+                           c->s->act);
+        *ac = (act_cache){.src = x, .fmt = fmt, .n = w->n_in, .rows = rows};
     }
-    sx_pool_run(c->pool, mm_worker, &j);
+    /* A few tasks per thread, so that threads the OS runs late (the
+     * machine is shared) leave their part to the others. */
+    tasks = (w->n_out + MM_ROWS - 1) / MM_ROWS;
+    if (tasks > MM_TASKS * sx_pool_size(c->pool))
+        tasks = MM_TASKS * sx_pool_size(c->pool);
+    if (mat) {
+        const sx_model_info *mi = &c->m->info;
+        int widest = mi->n_embd > mi->n_ff ? mi->n_embd : mi->n_ff;
+
+        j.work_bytes = mm_work_bytes(c->m, widest);
+        j.work = (uint8_t *)c->s->act +
+                 act_prep_bytes(c->s->cap_tokens, widest);
+    }
+    sx_pool_run_tasks(c->pool, tasks, mm_worker, &j);
 }
 
 /* --- attention ----------------------------------------------------------- */
@@ -263,8 +337,10 @@ static void attn_worker(void *ctx, int ith, int nth)
 {
     const chunk *c = ctx;
     const sx_model_info *mi = &c->m->info;
+    sx_dot_fn dot = c->m->kern->dot_f32;
     int hd = mi->head_dim, group = mi->n_head / mi->n_head_kv;
     int units = c->T * mi->n_head, lo, hi;
+    size_t kv_stride = (size_t)(mi->n_head_kv * hd) * sizeof(float);
     float *sc = c->s->scores + (size_t)ith * (size_t)c->s->cap_ctx;
     float scale = 1.0f / sqrtf((float)hd);
 
@@ -277,13 +353,19 @@ static void attn_worker(void *ctx, int ith, int nth)
         int n = c->pos[t] + 1;
         float max = -INFINITY, sum = 0.0f;
 
-        for (int p = 0; p < n; p++) {
-            const float *kv = sx_kv_k(seq, c->layer, p) + (size_t)kvh * hd;
-            float s = 0.0f;
+        /* q . k for up to 8 cached positions of one page per kernel call
+         * (positions of a page are kv_stride bytes apart). */
+        for (int p = 0; p < n;) {
+            int cnt = SX_KV_PAGE - p % SX_KV_PAGE;
 
-            for (int i = 0; i < hd; i++)
-                s += q[i] * kv[i];
-            sc[p] = s * scale;
+            cnt = cnt < n - p ? cnt : n - p;
+            cnt = cnt < SX_KERNEL_MAX_ROWS ? cnt : SX_KERNEL_MAX_ROWS;
+            dot(hd, q, sx_kv_k(seq, c->layer, p) + (size_t)kvh * hd,
+                kv_stride, cnt, sc + p);
+            p += cnt;
+        }
+        for (int p = 0; p < n; p++) {
+            sc[p] *= scale;
             max = sc[p] > max ? sc[p] : max;
         }
         for (int p = 0; p < n; p++) {

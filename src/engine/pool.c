@@ -1,7 +1,10 @@
-/* Thread pool: one job at a time, run on every thread. The caller bumps a
- * generation counter; workers that are spinning see it at once, workers that
- * went to sleep are woken through a futex only when some are asleep, so a
- * busy decode loop makes no system calls. */
+/* Thread pool: one job at a time, cut into tasks that any thread takes from
+ * a shared counter, the caller included. The caller bumps a generation
+ * counter; workers that are spinning see it at once, workers that went to
+ * sleep are woken through a futex only when some are asleep, so a busy
+ * decode loop makes no system calls. Since nobody waits for a particular
+ * thread, a worker the OS has not scheduled (the machine is shared) costs
+ * nothing: the others take its tasks. */
 #include "engine/pool.h"
 
 #include <limits.h>
@@ -18,19 +21,17 @@
 struct sx_pool {
     int n;                     /* threads, the caller included */
     pthread_t *threads;
-    _Atomic uint32_t gen;      /* bumped once per job */
-    _Atomic uint32_t pending;  /* workers still running the current job */
+    _Atomic uint32_t gen;      /* bumped once per job: wakes the workers */
+    _Atomic uint64_t claim;    /* job id << 32 | next task to take */
+    _Atomic uint32_t done;     /* tasks of the current job finished */
     _Atomic int sleepers;      /* workers asleep on gen */
-    _Atomic int caller_asleep; /* the caller sleeps on pending */
+    _Atomic int caller_asleep; /* the caller sleeps on done */
     _Atomic int stop;
-    sx_pool_fn fn;
-    void *ctx;
+    /* The current job; written before claim is reset, read after. */
+    _Atomic(sx_pool_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic uint32_t n_tasks;
 };
-
-typedef struct worker_arg {
-    sx_pool *pool;
-    int ith;
-} worker_arg;
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {
@@ -73,23 +74,44 @@ static void await_change(_Atomic uint32_t *addr, uint32_t val,
     }
 }
 
-static void *worker_main(void *p)
+/* Takes and runs tasks of whatever job is current until none is left;
+ * returns how many it ran. A task is taken by moving claim from (job, i) to
+ * (job, i + 1): that succeeds only while the job is current and unfinished,
+ * so fn, ctx and n_tasks read before it belong to that job. */
+static int run_tasks(sx_pool *p)
 {
-    worker_arg *a = p;
-    sx_pool *pool = a->pool;
-    int ith = a->ith;
+    int ran = 0;
+
+    for (;;) {
+        uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+        uint32_t i = (uint32_t)c;
+        sx_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+        uint32_t n = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+
+        if (i >= n)
+            return ran;
+        if (!atomic_compare_exchange_weak(&p->claim, &c, c + 1))
+            continue;
+        fn(ctx, (int)i, (int)n);
+        ran++;
+        if (atomic_fetch_add(&p->done, 1) + 1 == n &&
+            atomic_load(&p->caller_asleep))
+            futex_wake(&p->done);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    sx_pool *pool = arg;
     uint32_t seen = 0;
 
-    free(a);
     for (;;) {
         await_change(&pool->gen, seen, &pool->sleepers);
         seen = atomic_load(&pool->gen);
         if (atomic_load(&pool->stop))
             return NULL;
-        pool->fn(pool->ctx, ith, pool->n);
-        if (atomic_fetch_sub(&pool->pending, 1) == 1 &&
-            atomic_load(&pool->caller_asleep))
-            futex_wake(&pool->pending);
+        run_tasks(pool);
     }
 }
 
@@ -109,14 +131,7 @@ sx_pool *sx_pool_new(int n_threads)
         return NULL;
     }
     for (int i = 1; i < n_threads; i++) {
-        worker_arg *a = malloc(sizeof(*a));
-
-        if (a) {
-            a->pool = p;
-            a->ith = i;
-        }
-        if (!a || pthread_create(&p->threads[i], NULL, worker_main, a) != 0) {
-            free(a);
+        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
             p->n = i;        /* only threads 1..i-1 exist: stop those */
             sx_pool_free(p);
             return NULL;
@@ -140,23 +155,36 @@ void sx_pool_free(sx_pool *p)
 
 int sx_pool_size(const sx_pool *p) { return p ? p->n : 1; }
 
-void sx_pool_run(sx_pool *p, sx_pool_fn fn, void *ctx)
+void sx_pool_run_tasks(sx_pool *p, int n_tasks, sx_pool_fn fn, void *ctx)
 {
-    uint32_t left;
+    uint32_t d;
 
+    if (n_tasks < 1)
+        return;
     if (!p || p->n == 1) {
-        fn(ctx, 0, 1);
+        for (int i = 0; i < n_tasks; i++)
+            fn(ctx, i, n_tasks);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store(&p->pending, (uint32_t)(p->n - 1));
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->n_tasks, (uint32_t)n_tasks,
+                          memory_order_relaxed);
+    atomic_store(&p->done, 0);
+    atomic_store_explicit(&p->claim,
+                          (uint64_t)(atomic_load(&p->gen) + 1) << 32,
+                          memory_order_release);
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers))
         futex_wake(&p->gen);
-    fn(ctx, 0, p->n);
+    run_tasks(p);
 
-    /* Wait for the workers the same way they wait for work. */
-    while ((left = atomic_load(&p->pending)) != 0)
-        await_change(&p->pending, left, &p->caller_asleep);
+    /* Wait for tasks still running elsewhere, as workers wait for work. */
+    while ((d = atomic_load(&p->done)) != (uint32_t)n_tasks)
+        await_change(&p->done, d, &p->caller_asleep);
+}
+
+void sx_pool_run(sx_pool *p, sx_pool_fn fn, void *ctx)
+{
+    sx_pool_run_tasks(p, sx_pool_size(p), fn, ctx);
 }

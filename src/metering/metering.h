@@ -7,7 +7,9 @@
  * Guarantees (single process, the default):
  *   - no 60-second window ever holds more admissions of a tenant than its
  *     requests/min limit; a burst of up to max(1, rpm/10) is admitted at
- *     once, the steady rate is then about rpm - burst + 1 per minute;
+ *     once, the steady rate is then about rpm - burst + 1 per minute; the
+ *     admission times the ledger records (started_at) are the decision
+ *     times themselves, so this holds for them exactly;
  *   - settled + reserved tokens of a tenant's UTC day never exceed its
  *     tokens/day limit (the day is the day of admission);
  *   - sx_meter_settle() returns only once the event is committed (group

@@ -255,11 +255,14 @@ int sx_rag_chunk(const char *text, size_t len, const struct sx_rag_chunking *c,
     /* Greedy packing; the next chunk starts with the trailing segments of
      * this one that fit the overlap, and always advances by one. */
     while (i < ss.n) {
-        size_t j = i, k;
-        int tokens = 0, ov = 0;
+        size_t j = i + 1, k;
+        int ov = 0;
 
-        while (j < ss.n && (j == i || tokens + ss.v[j].tokens <= c->max_tokens))
-            tokens += ss.v[j++].tokens;
+        /* The span is counted whole: in invalid UTF-8, neighbours can count
+         * differently together than apart. */
+        while (j < ss.n && sx_rag_count_tokens(text + ss.v[i].off, ss.v[j].off + ss.v[j].len -
+                                               ss.v[i].off) <= c->max_tokens)
+            j++;
         out[n_out].off = ss.v[i].off;
         out[n_out].len = ss.v[j - 1].off + ss.v[j - 1].len - ss.v[i].off;
         out[n_out].tokens = sx_rag_count_tokens(text + out[n_out].off, out[n_out].len);

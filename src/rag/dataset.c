@@ -757,21 +757,16 @@ static int doc_write(sx_db *db, const char *tenant_id, const char *dataset_id,
             rc = SX_ENOMEM;
             goto done;
         }
-        st = sx_db_query(db, "INSERT INTO rag_chunks (tenant_id, dataset_id, doc_id, seq, "
-                             "tokens, title, text, meta, ds) VALUES ($1, $2, $3, $4, $5, $6, "
-                             "$7, $8, $9) RETURNING id", "tttiitttt", tenant_id, dataset_id,
-                         d->doc_id, (int64_t)i, (int64_t)pieces[i].tokens, d->title, text,
-                         d->meta, token);
-        rc = st ? sx_stmt_step(st) : SX_ESTORE;
-        id = rc == SX_STORE_ROW ? sx_stmt_int(st, 0) : 0;
-        if (st) {
-            /* Finish the statement so that the insert is complete. */
-            while (rc == SX_STORE_ROW)
-                rc = sx_stmt_step(st);
-            sx_stmt_done(st);
-        }
+        rc = sx_rag_index_chunk_id(db, d->title, text, d->meta, &id);
+        if (rc == 0 &&
+            sx_db_run(db, "INSERT INTO rag_chunks (id, tenant_id, dataset_id, doc_id, seq, "
+                          "tokens, title, text, meta, ds) VALUES ($1, $2, $3, $4, $5, $6, "
+                          "$7, $8, $9, $10)", "itttiitttt", id, tenant_id, dataset_id,
+                      d->doc_id, (int64_t)i, (int64_t)pieces[i].tokens, d->title, text,
+                      d->meta, token) != 1)
+            rc = SX_ESTORE;
         row = (struct sx_rag_index_row){id, d->title, text, d->meta, token};
-        if (rc < 0 || id == 0 || (rc = sx_rag_index_add(db, tenant_id, &row)) != 0) {
+        if (rc != 0 || (rc = sx_rag_index_add(db, tenant_id, &row)) != 0) {
             free(text);
             rc = rc < 0 ? rc : SX_ESTORE;
             goto done;

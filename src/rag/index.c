@@ -56,6 +56,12 @@
 
 static const double col_weight[N_COLS] = {2.0, 1.0, 1.0};
 
+/* A chunk id: a serial number above bit 32, then the token counts of its
+ * title (9 bits), text (13 bits) and meta (10 bits), capped there. */
+#define ID_SERIAL_SHIFT 32
+static const int len_shift[N_COLS] = {23, 10, 0};
+static const int64_t len_mask[N_COLS] = {511, 8191, 1023};
+
 /* ---- SQL functions ------------------------------------------------------- */
 
 /* What sx_rag_bm25() keeps per query as FTS5 auxdata: the phrases it
@@ -66,7 +72,48 @@ struct query_stats {
     double avg_len[N_COLS];
     double weight[SX_RAG_QUERY_TERMS_MAX];
     double idf[SX_RAG_QUERY_TERMS_MAX];
+    double rest[SX_RAG_QUERY_TERMS_MAX + 1]; /* bound sums of phrases i.. */
+    double need;                             /* score a chunk must reach */
+    int k, n_top;                            /* the k best scores so far: */
+    double *top;                             /* a min-heap of n_top */
 };
+
+static void query_stats_free(void *p)
+{
+    struct query_stats *qs = p;
+
+    if (qs)
+        free(qs->top);
+    free(qs);
+}
+
+/* Keeps score among the k best (min-heap on top[0]). */
+static void top_push(struct query_stats *qs, double score)
+{
+    int i, c;
+
+    if (qs->n_top == qs->k) {
+        if (score <= qs->top[0])
+            return;
+        i = 0; /* replace the root, sift down */
+        for (;;) {
+            c = 2 * i + 1;
+            if (c >= qs->n_top)
+                break;
+            if (c + 1 < qs->n_top && qs->top[c + 1] < qs->top[c])
+                c++;
+            if (qs->top[c] >= score)
+                break;
+            qs->top[i] = qs->top[c];
+            i = c;
+        }
+        qs->top[i] = score;
+        return;
+    }
+    for (i = qs->n_top++; i > 0 && qs->top[(i - 1) / 2] > score; i = (i - 1) / 2)
+        qs->top[i] = qs->top[(i - 1) / 2];
+    qs->top[i] = score;
+}
 
 static int query_stats_make(const Fts5ExtensionApi *api, Fts5Context *ctx, const char *params,
                             struct query_stats **out)
@@ -87,14 +134,23 @@ static int query_stats_make(const Fts5ExtensionApi *api, Fts5Context *ctx, const
         qs->avg_len[i] = rows > 0 ? (double)total / (double)rows : 0;
     }
 
-    /* "first n weight idf weight idf ..." */
+    /* "first n k need weight idf weight idf ...", phrases by falling
+     * bound. */
     qs->first = (int)strtol(p, &end, 10);
     p = end;
     qs->n = (int)strtol(p, &end, 10);
     p = end;
+    qs->k = (int)strtol(p, &end, 10);
+    p = end;
+    qs->need = strtod(p, &end);
+    p = end;
     if (qs->first < 0 || qs->n < 0 || qs->n > SX_RAG_QUERY_TERMS_MAX ||
-        qs->first + qs->n > n_phrase) {
+        qs->first + qs->n > n_phrase || qs->k < 1 || qs->k > 100000 || !(qs->need >= 0)) {
         rc = SQLITE_ERROR;
+        goto fail;
+    }
+    if (!(qs->top = malloc((size_t)qs->k * sizeof(*qs->top)))) {
+        rc = SQLITE_NOMEM;
         goto fail;
     }
     for (i = 0; i < qs->n; i++) {
@@ -107,21 +163,28 @@ static int query_stats_make(const Fts5ExtensionApi *api, Fts5Context *ctx, const
         if (!(qs->idf[i] >= 0 && qs->idf[i] < 1e3))
             qs->idf[i] = 0;
     }
+    for (i = qs->n; i-- > 0;)
+        qs->rest[i] = qs->rest[i + 1] + qs->weight[i] * qs->idf[i] * (BM25_K1 + 1);
     *out = qs;
     return SQLITE_OK;
 fail:
-    free(qs);
+    query_stats_free(qs);
     return rc;
 }
 
 /* sx_rag_bm25(fts_table, params): the chunk's BM25F score over the
  * phrases params names (see struct query_stats). Only their positions are
- * read; other phrases of the expression only select candidates. */
+ * read; other phrases of the expression only select candidates. A chunk
+ * that cannot reach the need, or the k-th best score seen so far in this
+ * query, scores 0 as soon as that is certain (its exact score could not
+ * put it among the k best), which saves reading the rest of its
+ * positions. */
 static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_context *out,
                         int argc, sqlite3_value **argv)
 {
     struct query_stats *qs = api->xGetAuxdata(ctx, 0);
-    double norm[N_COLS], score = 0;
+    double norm[N_COLS], score = 0, bar;
+    sqlite3_int64 rowid;
     int i, c, rc;
 
     if (argc != 1) {
@@ -131,26 +194,37 @@ static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_c
     if (!qs) {
         rc = query_stats_make(api, ctx, (const char *)sqlite3_value_text(argv[0]), &qs);
         if (rc == SQLITE_OK)
-            rc = api->xSetAuxdata(ctx, qs, free);
+            rc = api->xSetAuxdata(ctx, qs, query_stats_free);
         if (rc != SQLITE_OK) {
             sqlite3_result_error_code(out, rc);
             return;
         }
     }
+    /* Column lengths ride in the rowid (see sx_rag_index_chunk_id), which
+     * spares FTS5 a docsize lookup per chunk. */
+    rowid = api->xRowid(ctx);
     for (c = 0; c < N_COLS; c++) {
         int len = 0;
 
-        api->xColumnSize(ctx, c, &len);
+        if (rowid >> ID_SERIAL_SHIFT)
+            len = (int)((rowid >> len_shift[c]) & len_mask[c]);
+        else
+            api->xColumnSize(ctx, c, &len);
         norm[c] = qs->avg_len[c] > 0 ? 1 - BM25_B + BM25_B * len / qs->avg_len[c] : 1;
     }
 
     /* BM25F: per phrase, its weighted, length-normalised frequency over the
-     * columns, then saturation. */
+     * columns, then saturation; stop when the rest cannot make the bar. */
+    bar = qs->n_top == qs->k && qs->top[0] > qs->need ? qs->top[0] : qs->need;
     for (i = 0; i < qs->n; i++) {
         Fts5PhraseIter it;
         int col, off, tf[N_COLS] = {0};
         double x = 0;
 
+        if (score + qs->rest[i] < bar) {
+            sqlite3_result_double(out, 0);
+            return;
+        }
         if (qs->weight[i] == 0)
             continue;
         if (api->xPhraseFirst(ctx, qs->first + i, &it, &col, &off) != SQLITE_OK)
@@ -164,6 +238,7 @@ static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_c
         if (x > 0)
             score += qs->weight[i] * qs->idf[i] * x * (BM25_K1 + 1) / (x + BM25_K1);
     }
+    top_push(qs, score);
     sqlite3_result_double(out, score);
 }
 
@@ -233,6 +308,49 @@ static void sx_rag_stem(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         sqlite3_result_text(ctx, b.s, (int)b.len, SQLITE_TRANSIENT);
 }
 
+static int count_token(void *ctx, int flags, const char *tok, int n, int start, int end)
+{
+    (void)flags;
+    (void)tok;
+    (void)n;
+    (void)start;
+    (void)end;
+    (*(int64_t *)ctx)++;
+    return SQLITE_OK;
+}
+
+/* sx_rag_ntok(text): the number of tokens the index makes of text, as
+ * FTS5 counts a column's size. */
+static void sx_rag_ntok(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    static const char *const args[] = {"unicode61", "remove_diacritics", "2"};
+    fts5_api *fts = sqlite3_user_data(ctx);
+    const char *text = (const char *)sqlite3_value_text(argv[0]);
+    fts5_tokenizer tk;
+    Fts5Tokenizer *t = NULL;
+    void *ud = NULL;
+    int64_t n = 0;
+    int rc;
+
+    (void)argc;
+    if (!text) {
+        sqlite3_result_int64(ctx, 0);
+        return;
+    }
+    rc = fts->xFindTokenizer(fts, "porter", &ud, &tk);
+    if (rc == SQLITE_OK)
+        rc = tk.xCreate(ud, (const char **)args, 3, &t);
+    if (rc == SQLITE_OK)
+        rc = tk.xTokenize(t, &n, FTS5_TOKENIZE_DOCUMENT, text, sqlite3_value_bytes(argv[0]),
+                          count_token);
+    if (t)
+        tk.xDelete(t);
+    if (rc != SQLITE_OK)
+        sqlite3_result_error_code(ctx, rc);
+    else
+        sqlite3_result_int64(ctx, n);
+}
+
 /* sx_rag_probe(): 1, so that the module can check that setup ran. */
 static void probe(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
@@ -262,6 +380,9 @@ static int register_on(sqlite3 *db, char **errmsg, const sqlite3_api_routines *r
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(db, "sx_rag_stem", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
                                      fts, sx_rag_stem, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(db, "sx_rag_ntok", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                     fts, sx_rag_ntok, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = fts->xCreateFunction(fts, "sx_rag_bm25", NULL, sx_rag_bm25, NULL);
     if (rc == SQLITE_OK)
@@ -300,8 +421,9 @@ static int table_name(const char *tenant_id, char out[64])
 
 static int table_exists(sx_db *db, const char *name)
 {
-    sx_stmt *st = sx_db_query(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                                  "name = $1", "t", name);
+    /* The pragma reads the in-memory schema; sqlite_master would be a scan
+     * over every tenant's tables. */
+    sx_stmt *st = sx_db_query(db, "SELECT 1 FROM pragma_table_info($1) LIMIT 1", "t", name);
     int rc;
 
     if (!st)
@@ -354,6 +476,25 @@ static int index_write(sx_db *db, const char *tenant_id, const char *cmd,
                  "VALUES ($1, $2, $3, $4, $5)", name);
     rc = sx_db_run(db, sql, "itttt", row->rowid, row->title, row->text, row->meta, row->ds);
     return rc < 0 ? SX_ESTORE : 0;
+}
+
+int sx_rag_index_chunk_id(sx_db *db, const char *title, const char *text, const char *meta,
+                          int64_t *id)
+{
+    sx_stmt *st = sx_db_query(db,
+                              "SELECT (((coalesce(max(id), 0) >> 32) + 1) << 32)"
+                              " | (min(sx_rag_ntok($1), 511) << 23)"
+                              " | (min(sx_rag_ntok($2), 8191) << 10)"
+                              " | min(sx_rag_ntok($3), 1023) FROM rag_chunks",
+                              "ttt", title, text, meta);
+    int rc;
+
+    if (!st)
+        return SX_ESTORE;
+    rc = sx_stmt_step(st);
+    *id = rc == SX_STORE_ROW ? sx_stmt_int(st, 0) : 0;
+    sx_stmt_done(st);
+    return *id > 0 ? 0 : SX_ESTORE;
 }
 
 int sx_rag_index_add(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row)
@@ -589,13 +730,13 @@ static int run_pass(const struct plan *pl, double need, struct sx_rag_cand *out,
         else if (f.node[root].kind == F_FALSE)
             return 0; /* no chunk can reach need */
     }
-    /* 2. Every term, scored, AND-ed with the formula (in this order FTS5
-     * merges fastest), then with the datasets. */
-    rc |= append(expr, sizeof(expr), &eu, "(");
+    /* 2. Every term, scored, AND-ed with the formula, all within the
+     * searchable columns (not ds); then the datasets. */
+    rc |= append(expr, sizeof(expr), &eu, "{title text meta} : ((");
     for (i = 0; i < pl->k; i++)
         rc |= append(expr, sizeof(expr), &eu, "%s\"%s\"", i ? " OR " : "", pl->p[i].term);
     rc |= append(expr, sizeof(expr), &eu, ")");
-    rc |= append(params, sizeof(params), &pu, "0 %zu ", pl->k);
+    rc |= append(params, sizeof(params), &pu, "0 %zu %zu %.17g ", pl->k, cap, need);
     for (i = 0; i < pl->k; i++)
         rc |= append(params, sizeof(params), &pu, "%.9g %.9g ", pl->p[i].weight,
                      pl->p[i].idf);
@@ -603,6 +744,7 @@ static int run_pass(const struct plan *pl, double need, struct sx_rag_cand *out,
         rc |= append(expr, sizeof(expr), &eu, " AND ");
         rc |= fwrite_node(&f, root, expr, sizeof(expr), &eu);
     }
+    rc |= append(expr, sizeof(expr), &eu, ")");
     if (pl->n_ds) {
         rc |= append(expr, sizeof(expr), &eu, " AND ds : (");
         for (i = 0; i < pl->n_ds; i++)
@@ -623,9 +765,13 @@ static int run_pass(const struct plan *pl, double need, struct sx_rag_cand *out,
         sx_stmt_done(st);
         return SX_ESTORE;
     }
+    /* Chunks the ranking function set aside score 0 (every real score
+     * is positive): they come last and are not hits. */
     while ((rc = sx_stmt_step(st)) == SX_STORE_ROW && *n < cap) {
         out[*n].rowid = sx_stmt_int(st, 0);
         out[*n].bm25 = sx_stmt_double(st, 1);
+        if (out[*n].bm25 <= 0)
+            break;
         (*n)++;
     }
     sx_stmt_done(st);

@@ -31,6 +31,12 @@ struct sx_rag_index_row {
     const char *title, *text, *meta, *ds;
 };
 
+/* The id for a new chunk with these fields (the SQLite index stores the
+ * fields' token counts in it). Call inside the write transaction that
+ * inserts the chunk. 0 or SX_ESTORE. */
+int sx_rag_index_chunk_id(sx_db *db, const char *title, const char *text, const char *meta,
+                          int64_t *id);
+
 /* Adds / removes a chunk; remove must be given the same fields that add
  * was (they are read back from rag_chunks). 0, SX_EINVAL or SX_ESTORE. */
 int sx_rag_index_add(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row);

@@ -128,8 +128,9 @@ def _free_port():
 class MeteredServer:
     """A synapsex process with the mock upstream; restartable on its data."""
 
-    def __init__(self, upstream, data_dir=None):
+    def __init__(self, upstream, data_dir=None, ledger_sync=None):
         self.upstream = upstream
+        self.ledger_sync = ledger_sync  # None: the server's default
         self.dir = data_dir or tempfile.mkdtemp(prefix="sx-meter-")
         self.data = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "server.log")
@@ -160,7 +161,8 @@ class MeteredServer:
                 self.proc = subprocess.Popen(
                     [binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--data",
                      self.data, "--http-threads", "16", "--upstream",
-                     f"{MODEL}={self.upstream.url}"],
+                     f"{MODEL}={self.upstream.url}"] +
+                    (["--ledger-sync", self.ledger_sync] if self.ledger_sync else []),
                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     env=env, cwd=self.dir)
             deadline = time.monotonic() + 20

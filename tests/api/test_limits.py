@@ -6,9 +6,9 @@ through /v1/chat/completions on a mock upstream:
     and x-ratelimit-* headers;
   - a small daily token quota is never exceeded and its first refusal is
     recorded once as a limit event; trial tenants get their own codes;
-  - SIGKILL during a load of completions: after a restart the ledger holds
-    every request whose response the client fully received, once, and the
-    day's quota use is reloaded."""
+  - SIGKILL during a load of completions, with ledger_sync full and normal:
+    after a restart the ledger holds every request whose response the client
+    fully received, once, and the day's quota use is reloaded."""
 import threading
 import time
 
@@ -219,10 +219,14 @@ def test_trial_limits_have_their_own_codes(metered):
     check_429(codes[-1], "trial_token_limit_exceeded")
 
 
-def test_crash_keeps_every_answered_request(upstream, tmp_path):
+@pytest.mark.parametrize("sync", ["full", "normal"])
+def test_crash_keeps_every_answered_request(upstream, tmp_path, sync):
+    # Both durability modes survive a SIGKILL (normal: the committed WAL is
+    # in the page cache; full: it is on the disk).
     upstream.delay_s = 0.02
-    srv = MeteredServer(upstream, data_dir=str(tmp_path)).start()
+    srv = MeteredServer(upstream, data_dir=str(tmp_path), ledger_sync=sync).start()
     try:
+        assert f"ledger_sync = {sync}" in srv.log_text(), srv.log_text()[-2000:]
         t, key = srv.create_tenant(unique_slug("crash"), tier="business",
                                    settings={"rate_limit_rpm": 1000000,
                                              "daily_token_limit": 10000000})

@@ -119,6 +119,99 @@ static void test_avx512_matches_scalar(void **state)
     compare_tables(k);
 }
 
+/* The matrix path: every tile shape (rows 1..9 and 13, activation rows
+ * 1..11, 16 and 17) against the scalar dot, bit for bit, on Q8_0 and Q4_0
+ * with the activations packed by the table's own quantizer. */
+static void test_mat_matches_scalar(void **state)
+{
+    static const int types[] = {SX_GGML_Q8_0, SX_GGML_Q4_0};
+    static const int sizes[] = {32, 96, 896};
+    static const int nxs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17};
+    const sx_kernels *ref = sx_kernels_scalar(), *k = sx_kernels_best();
+    enum { MAXR = 13, MAXX = 17 };
+
+    (void)state;
+    if (!k->mat_q8_0) {
+        printf("skipped: the %s kernels have no matrix path\n", k->name);
+        skip();
+    }
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+            int type = types[ti], n = sizes[si];
+            size_t wrow = (size_t)n / 32 * (size_t)sx_ggml_type_size(type);
+            size_t rb = sx_act_row_bytes(type, n);
+            float *wsrc = malloc((size_t)MAXR * n * sizeof(float));
+            float *x = malloc((size_t)MAXX * n * sizeof(float));
+            void *w = make_weights(type, MAXR * n, wsrc);
+            void *act = aligned_alloc(64, (MAXX * rb + 63) / 64 * 64);
+            void *pk = aligned_alloc(64, k->pack_q8_bytes(n, MAXX));
+            void *work = aligned_alloc(64, (k->mat_work_bytes(n, MAXR) + 63)
+                                               / 64 * 64);
+            float ref_out[MAXR][MAXX], out[MAXX][MAXR];
+
+            for (int i = 0; i < MAXX * n; i++)
+                x[i] = frand() * (i % 5 == 0 ? 8.0f : 1.0f);
+            x[3] = 0.0f;
+            for (int i = 0; i < 32; i++) /* an all-zero block */
+                x[n + i] = 0.0f;
+            sx_act_prepare(ref, type, x, (size_t)n, MAXX, n, act);
+            for (int r = 0; r < MAXR; r++)
+                for (int j = 0; j < MAXX; j += 8)
+                    sx_kernels_dot(ref, type)(
+                        n, (const char *)w + r * wrow,
+                        (const char *)act + j * rb, rb,
+                        MAXX - j < 8 ? MAXX - j : 8, &ref_out[r][j]);
+            for (size_t xi = 0; xi < sizeof(nxs) / sizeof(nxs[0]); xi++) {
+                int nx = nxs[xi];
+
+                k->pack_q8(x, (size_t)n, nx, n, pk);
+                for (int nr = 1; nr <= 2 * MAXR; nr += (nr < 9 ? 1 : 4)) {
+                    /* nr > MAXR: rows 0..nr-MAXR-1 again with a work area */
+                    int rows = nr > MAXR ? nr - MAXR : nr;
+
+                    memset(out, 0xff, sizeof(out));
+                    sx_kernels_mat(k, type)(n, w, wrow, rows, pk, nx,
+                                            &out[0][0], MAXR,
+                                            nr > MAXR ? work : NULL);
+                    for (int j = 0; j < nx; j++)
+                        for (int r = 0; r < rows; r++)
+                            if (memcmp(&out[j][r], &ref_out[r][j], 4))
+                                fail_msg("%s mat n=%d nr=%d nx=%d [%d][%d]: "
+                                         "%g vs scalar %g",
+                                         sx_ggml_type_name(type), n, nr, nx,
+                                         r, j, out[j][r], ref_out[r][j]);
+                }
+            }
+            free(wsrc);
+            free(x);
+            free(w);
+            free(act);
+            free(pk);
+            free(work);
+        }
+}
+
+/* The table's activation quantizer equals the scalar one. */
+static void test_quantize_table(void **state)
+{
+    const sx_kernels *k = sx_kernels_best();
+    float x[4 * 32];
+    sx_q8_block a[4], b[4];
+
+    (void)state;
+    for (int round = 0; round < 200; round++) {
+        for (int i = 0; i < 4 * 32; i++)
+            x[i] = frand() * (float)(1 + round % 7) * (round % 3 ? 1.0f
+                                                                : 1e-3f);
+        for (int i = 0; i < 32; i++)
+            x[32 + i] = 0.0f;
+        x[64] = (float)(round % 2 ? 2.5 : -2.5); /* exact halves */
+        sx_quantize_q8(x, a, 4 * 32);
+        k->quantize_q8(x, b, 4 * 32);
+        assert_memory_equal(a, b, sizeof(a));
+    }
+}
+
 /* Extreme weights: Q8_0 -128 and Q4_0 nibbles 0 and 15 against +-127. */
 static void test_extreme_blocks(void **state)
 {
@@ -277,6 +370,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_avx2_matches_scalar),
         cmocka_unit_test(test_avx512_matches_scalar),
+        cmocka_unit_test(test_mat_matches_scalar),
+        cmocka_unit_test(test_quantize_table),
         cmocka_unit_test(test_extreme_blocks),
         cmocka_unit_test(test_fp16_conversions),
         cmocka_unit_test(test_quantize),

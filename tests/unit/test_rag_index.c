@@ -220,6 +220,21 @@ static void test_hostile_queries(void **state)
         search(f, "tenant_a", hostile[i], 0, &r);
         sx_rag_result_clear(&r);
     }
+    /* The dataset token column is not searchable by query text. */
+    {
+        sx_db *db = sx_store_acquire(f->store);
+        sx_stmt *st = sx_db_query(db, "SELECT index_token FROM rag_datasets WHERE id = $1",
+                                  "t", ds);
+        char token[32];
+
+        assert_int_equal(sx_stmt_step(st), SX_STORE_ROW);
+        snprintf(token, sizeof(token), "%s", sx_stmt_text(st, 0));
+        sx_stmt_done(st);
+        sx_store_release(f->store, db);
+        assert_int_equal(strlen(token), 20);
+        assert_int_equal(search(f, "tenant_a", token, 0, &r), 0);
+        sx_rag_result_clear(&r);
+    }
     /* "asp*" is the word "asp", not a prefix query. */
     assert_int_equal(search(f, "tenant_a", "asp*", 0, &r), 0);
     sx_rag_result_clear(&r);
@@ -402,6 +417,104 @@ static void test_pruning_is_exact(void **state)
     sx_rag_result_clear(&small);
 }
 
+/* Randomised: for many queries over a skewed vocabulary, the pruned top 5
+ * (formula, guess, early exits) equals the top 5 of a 1000-deep ranking,
+ * score for score. */
+static void test_pruning_matches_deep_ranking(void **state)
+{
+    static const char *const vocab[] = {
+        "the", "cell", "cells", "protein", "gene", "risk", "patients", "increase",
+        "mouse", "tumor", "kinase", "insulin", "brain", "zinc", "virus", "dose",
+        "receptor", "pathway", "plasma", "liver", "neuron", "obesity", "sleep", "iron",
+    };
+    const size_t nv = sizeof(vocab) / sizeof(vocab[0]);
+    struct fx *f = *state;
+    unsigned seed = 99;
+    char ds[32], id[16], text[512], title[64];
+    int d, k, q;
+    size_t i;
+
+    dataset(f, "tenant_a", "zipf", 1, ds);
+    for (d = 0; d < 300; d++) {
+        text[0] = '\0';
+        for (k = 0; k < 20 + d % 30; k++) {
+            /* Skewed: low indexes are far more frequent. */
+            unsigned r = rand_r(&seed) % 1000;
+            size_t w = (size_t)(r * r / 1000 * nv / 1000);
+
+            strcat(text, vocab[w]);
+            strcat(text, " ");
+        }
+        snprintf(id, sizeof(id), "z%03d", d);
+        snprintf(title, sizeof(title), "%s %s", vocab[rand_r(&seed) % nv],
+                 vocab[rand_r(&seed) % nv]);
+        put(f, "tenant_a", ds, id, title, text);
+    }
+    for (q = 0; q < 60; q++) {
+        struct sx_rag_query small = {.top_k = 5, .threshold = q % 2 ? 0.5 : 0};
+        struct sx_rag_query deep = {.top_k = 1000, .threshold = 0};
+        struct sx_rag_result a, b;
+        char query[256] = "";
+
+        for (k = 0; k < 2 + q % 6; k++) {
+            strcat(query, vocab[rand_r(&seed) % nv]);
+            strcat(query, " ");
+        }
+        assert_int_equal(sx_rag_retrieve(f->rag, "tenant_a", query, strlen(query), &small,
+                                         &a, NULL), 0);
+        assert_int_equal(sx_rag_retrieve(f->rag, "tenant_a", query, strlen(query), &deep,
+                                         &b, NULL), 0);
+        for (i = 0; i < a.n; i++) {
+            assert_true(i < b.n);
+            assert_true(fabs(a.hits[i].bm25 - b.hits[i].bm25) < 1e-9);
+        }
+        /* Fewer than 5 only when the threshold cut the deep list there. */
+        if (a.n < 5)
+            assert_true(b.n == a.n || b.hits[a.n].score < small.threshold);
+        sx_rag_result_clear(&a);
+        sx_rag_result_clear(&b);
+    }
+}
+
+/* Chunk ids carry the token counts of title, text and meta that ranking
+ * reads instead of FTS5's docsize table: they must equal FTS5's own counts
+ * (read here from its instance vocabulary). */
+static void test_chunk_ids_carry_column_sizes(void **state)
+{
+    struct fx *f = *state;
+    char ds[32];
+    sx_db *db;
+    sx_stmt *st;
+    int rows = 0;
+
+    dataset(f, "tenant_a", "sizes", 1, ds);
+    put(f, "tenant_a", ds, "d1", "Aspirin 500mg tablets", "Café au lait, naïve résumé! "
+        "Über-long words like pneumonoultramicroscopicsilicovolcanoconiosis. 日本語 text.");
+    put(f, "tenant_a", ds, "d2", "", "x");
+    db = sx_store_acquire(f->store);
+    assert_int_equal(sx_db_exec(db, "CREATE VIRTUAL TABLE temp.inst USING "
+                                    "fts5vocab(main, rag_fts_tenant_a, 'instance')"), 0);
+    st = sx_db_query(db, "SELECT c.id, "
+                         " (SELECT count(*) FROM temp.inst WHERE doc = c.id AND col = 'title'),"
+                         " (SELECT count(*) FROM temp.inst WHERE doc = c.id AND col = 'text'),"
+                         " (SELECT count(*) FROM temp.inst WHERE doc = c.id AND col = 'meta')"
+                         " FROM rag_chunks c WHERE c.tenant_id = 'tenant_a'", "");
+    assert_non_null(st);
+    while (sx_stmt_step(st) == SX_STORE_ROW) {
+        int64_t id = sx_stmt_int(st, 0);
+
+        assert_true(id >> 32 > 0);
+        assert_int_equal((id >> 23) & 511, sx_stmt_int(st, 1));
+        assert_int_equal((id >> 10) & 8191, sx_stmt_int(st, 2));
+        assert_int_equal(id & 1023, sx_stmt_int(st, 3));
+        rows++;
+    }
+    sx_stmt_done(st);
+    assert_int_equal(rows, 2);
+    sx_db_exec(db, "DROP TABLE temp.inst");
+    sx_store_release(f->store, db);
+}
+
 /* Tenant ids the index cannot name are refused, never put into SQL. */
 static void test_bad_tenant_id(void **state)
 {
@@ -429,6 +542,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_allow_rag_filter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_isolation_randomised, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pruning_is_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pruning_matches_deep_ranking, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_ids_carry_column_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_tenant_id, setup, teardown),
     };
 

@@ -222,10 +222,112 @@ static void test_registry(void **state)
     assert_int_equal(system(path), 0);
 }
 
+/* "fleet" is an upstream that serves adapters by name. */
+static bool remote_of(void *ctx, const char *name)
+{
+    (void)ctx;
+    return strcmp(name, "fleet") == 0;
+}
+
+/* Pinned versions (a model id naming vN) and adapters of upstream models:
+ * stored and versioned after a header check, never loaded. */
+static void test_pinned_and_remote(void **state)
+{
+    char dir[] = "/tmp/sx_registry_XXXXXX", err[256], msg[256], path[512], base[64];
+    struct sx_registry_options o = {.model_of = model_of, .remote_of = remote_of,
+                                    .preload = 0};
+    struct sx_tenant a = tenant("tenant_aaaa", "acme"), b = tenant("tenant_bbbb", "bolt");
+    sx_store *store;
+    sx_registry *r;
+    sx_adapter_handle *h;
+    json_t *v;
+    char *lora, *model;
+    size_t len, mlen;
+    int ver, n;
+    uint64_t bytes;
+
+    (void)state;
+    if (!have_fixtures()) {
+        printf("skipped: fixtures absent\n");
+        skip();
+    }
+    llama = sx_model_load(strcat(strcpy(path, fixtures), "/models/tiny-llama-f32.gguf"), NULL,
+                          err, sizeof(err));
+    assert_non_null(llama);
+    qwen = NULL;
+    lora = slurp("models/lora-tiny-llama.gguf", &len);
+    model = slurp("models/tiny-llama-f32.gguf", &mlen);
+    assert_non_null(mkdtemp(dir));
+    o.data_dir = dir;
+    store = sx_store_open(NULL, dir, 4, err, sizeof(err));
+    assert_non_null(store);
+    r = sx_registry_open(store, NULL, &o, err, sizeof(err));
+    assert_non_null(r);
+
+    /* Two local versions, v2 active; v1 stays reachable by number. */
+    assert_int_equal(sx_registry_upload(r, &a, "tiny", lora, len, true, NULL, &v, msg,
+                                        sizeof(msg)), 0);
+    json_decref(v);
+    assert_int_equal(sx_registry_upload(r, &a, "tiny", lora, len, true, NULL, &v, msg,
+                                        sizeof(msg)), 0);
+    json_decref(v);
+    assert_int_equal(sx_tuning_adapter_version(r, &a, "tiny", 1, &h), 0);
+    assert_int_equal(sx_adapter_version(h), 1);
+    sx_adapter_release(h);
+    assert_int_equal(sx_tuning_adapter_version(r, &a, "tiny", 3, &h), SX_ENOTFOUND);
+    assert_null(h);
+    assert_int_equal(sx_tuning_adapter_version(r, &a, "tiny", 0, &h), SX_ENOTFOUND);
+    assert_int_equal(sx_tuning_adapter_version(r, &b, "tiny", 1, &h), SX_ENOTFOUND);
+    assert_int_equal(sx_registry_find_version(r, "tenant_aaaa", 1, &ver, base, sizeof(base)),
+                     0);
+    assert_int_equal(ver, 1);
+    assert_int_equal(sx_registry_find_version(r, "tenant_aaaa", 0, &ver, base, sizeof(base)),
+                     0);
+    assert_int_equal(ver, 2);
+    assert_int_equal(sx_registry_find_version(r, "tenant_bbbb", 1, &ver, base, sizeof(base)),
+                     SX_ENOTFOUND);
+
+    /* Upstream: the header is checked (a model file is not an adapter). */
+    assert_int_equal(sx_registry_upload(r, &b, "fleet", model, mlen, true, NULL, &v, msg,
+                                        sizeof(msg)), SX_EINVAL);
+    assert_non_null(strstr(msg, "adapter"));
+    assert_int_equal(sx_registry_upload(r, &b, "fleet", "GGUF junk", 9, true, NULL, &v, msg,
+                                        sizeof(msg)), SX_EINVAL);
+    assert_int_equal(sx_registry_upload(r, &b, "fleet", lora, len, true, NULL, &v, msg,
+                                        sizeof(msg)), 0);
+    assert_string_equal(json_string_value(json_object_get(v, "model_id")), "fleet:bolt-v1");
+    assert_int_equal(json_integer_value(json_object_get(v, "rank")), 4);
+    json_decref(v);
+    assert_int_equal(sx_registry_active_version(r, "tenant_bbbb", &ver, base, sizeof(base)),
+                     0);
+    assert_int_equal(ver, 1);
+    assert_string_equal(base, "fleet");
+    /* Never loaded: no engine model to load it for. */
+    assert_int_equal(sx_tuning_active_adapter(r, &b, "fleet", &h), SX_ENOTFOUND);
+    sx_registry_close(r);
+
+    /* A restart preloads the local active adapter only, quietly skipping
+     * the upstream one. */
+    r = sx_registry_open(store, NULL, &o, err, sizeof(err));
+    assert_non_null(r);
+    sx_registry_cache_stats(r, &n, &bytes);
+    assert_int_equal(n, 1);
+
+    sx_registry_close(r);
+    sx_store_close(store);
+    sx_model_free(llama);
+    llama = NULL;
+    free(lora);
+    free(model);
+    snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+    assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_pinned_and_remote),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
