@@ -162,19 +162,11 @@ int sx_api_query_limit(sx_http_req *r, int dflt, int *limit)
 int sx_api_only_fields(sx_http_req *r, const json_t *body, const char *const *allowed,
                        const char *hint)
 {
-    const char *key;
-    json_t *v;
+    const char *key = sx_json_unknown_key(body, allowed);
 
-    json_object_foreach((json_t *)body, key, v) {
-        bool known = false;
-
-        for (const char *const *a = allowed; *a && !known; a++)
-            known = strcmp(*a, key) == 0;
-        if (!known) {
-            sx_http_reply_error(r, 400, "unknown_field", key, "unknown field \"%.60s\"; %s",
-                                key, hint);
-            return SX_EINVAL;
-        }
-    }
-    return 0;
+    if (!key)
+        return 0;
+    sx_http_reply_error(r, 400, "unknown_field", key, "unknown field \"%.60s\"; %s", key,
+                        hint);
+    return SX_EINVAL;
 }

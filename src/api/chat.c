@@ -6,6 +6,7 @@
 #include "rag/rag.h"
 
 #include "base/err.h"
+#include "base/json.h"
 
 #include <string.h>
 
@@ -29,20 +30,15 @@ int sx_api_check_fields(sx_http_req *r, const json_t *body, const char *const *k
     json_t *v;
 
     json_object_foreach((json_t *)body, key, v) {
-        bool ok = false;
+        bool is_refused = sx_json_name_in(key, refused);
 
-        for (const char *const *u = refused; *u; u++)
-            if (strcmp(*u, key) == 0 && !json_is_null(v)) {
-                sx_http_reply_error(r, 400, "unsupported_parameter", key,
-                                    "%s is not supported by this server; remove it from "
-                                    "the request", key);
-                return SX_EINVAL;
-            }
-        for (const char *const *k = known; *k && !ok; k++)
-            ok = strcmp(*k, key) == 0;
-        for (const char *const *u = refused; *u && !ok; u++)
-            ok = strcmp(*u, key) == 0;
-        if (!ok) {
+        if (is_refused && !json_is_null(v)) {
+            sx_http_reply_error(r, 400, "unsupported_parameter", key,
+                                "%s is not supported by this server; remove it from "
+                                "the request", key);
+            return SX_EINVAL;
+        }
+        if (!is_refused && !sx_json_name_in(key, known)) {
             sx_http_reply_error(r, 400, "unknown_parameter", key,
                                 "Unrecognized request argument supplied: %.60s", key);
             return SX_EINVAL;

@@ -106,6 +106,26 @@ json_t *sx_json_parse_object(const char *buf, size_t len, int max_depth, char *e
     return root;
 }
 
+bool sx_json_name_in(const char *name, const char *const *names)
+{
+    for (const char *const *n = names; *n; n++)
+        if (strcmp(*n, name) == 0)
+            return true;
+    return false;
+}
+
+const char *sx_json_unknown_key(const json_t *obj, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach((json_t *)obj, key, v) {
+        if (!sx_json_name_in(key, allowed))
+            return key;
+    }
+    return NULL;
+}
+
 const char *sx_json_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {

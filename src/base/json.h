@@ -6,6 +6,7 @@
 #define SX_BASE_JSON_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define SX_JSON_MAX_DEPTH 64 /* default nesting limit for request bodies */
@@ -25,6 +26,14 @@ json_t *sx_json_parse_object(const char *buf, size_t len, int max_depth, char *e
 /* Name of a JSON value's type as the API reports it: "object", "array",
  * "string", "integer", "number", "boolean" or "null". */
 const char *sx_json_type_name(const json_t *v);
+
+/* Whether name is one of the NULL-terminated list names. */
+bool sx_json_name_in(const char *name, const char *const *names);
+
+/* The first key of obj (in document order) that is not in the
+ * NULL-terminated list allowed, or NULL when every key is allowed. The
+ * pointer stays valid while obj does. */
+const char *sx_json_unknown_key(const json_t *obj, const char *const *allowed);
 
 /* Typed lookups in an object. Each returns 1 and stores the value when key
  * is present with that type, 0 when absent (or JSON null), -1 when present

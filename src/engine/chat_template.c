@@ -4,12 +4,12 @@
  * few values a template varies in (default system prompt, date format) out
  * of its text; each render_* function then writes what that Jinja template
  * writes for system/user/assistant messages. Tools are not rendered. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/chat_template.h"
+#include "engine/errmsg.h"
 
 enum family {
     F_CHATML, F_LLAMA3, F_LLAMA3_LEGACY, F_MISTRAL_TEKKEN, F_MISTRAL_V7,
@@ -33,17 +33,6 @@ struct sx_chat_template {
     char *knowledge;            /* llama3: "Cutting Knowledge Date" value */
     time_t now;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* --- output buffer ------------------------------------------------------ */
 
@@ -297,17 +286,18 @@ static int detect(const char *s, size_t n, char *err, size_t errlen)
     if (find_n(s, n, "[INST]")) {
         if (!find_n(s, n, "[INST] ") && !find_n(s, n, "<<SYS>>"))
             return F_MISTRAL_TEKKEN;
-        set_err(err, errlen, "chat template: this [INST] template (Llama 2 or "
-                "Mistral v1-v3 with spaces) is not supported");
+        sx_errmsg_set(err, errlen,
+                      "chat template: this [INST] template (Llama 2 or "
+                      "Mistral v1-v3 with spaces) is not supported");
         return -1;
     }
     if (find_n(s, n, "<|assistant|>") && find_n(s, n, "<|end|>"))
         return find_n(s, n, "<|system|>") ? F_PHI3 : F_PHI3_LEGACY;
     if (find_n(s, n, "<|im_start|>"))
         return F_CHATML;
-    set_err(err, errlen, "chat template: unrecognised template family "
-            "(supported: %s, %s, %s, %s, %s, %s, %s)", "chatml", "llama3",
-            "mistral-v3-tekken", "mistral-v7", "phi3", "gemma", "gemma4");
+    sx_errmsg_set(err, errlen, "chat template: unrecognised template family "
+                  "(supported: %s, %s, %s, %s, %s, %s, %s)", "chatml", "llama3",
+                  "mistral-v3-tekken", "mistral-v7", "phi3", "gemma", "gemma4");
     return -1;
 }
 
@@ -337,7 +327,7 @@ sx_chat_template *sx_chat_template_new(const char *tmpl, size_t len,
     if (family < 0)
         return NULL;
     if (!(t = make(family, bos, eos))) {
-        set_err(err, errlen, "chat template: out of memory");
+        sx_errmsg_set(err, errlen, "chat template: out of memory");
         return NULL;
     }
     if (!tmpl || len == 0)
@@ -372,11 +362,11 @@ sx_chat_template *sx_chat_template_new_named(const char *family,
         if (strcmp(family, family_names[f]) != 0)
             continue;
         if (!(t = make(f, bos, eos)))
-            set_err(err, errlen, "chat template: out of memory");
+            sx_errmsg_set(err, errlen, "chat template: out of memory");
         return t;
     }
-    set_err(err, errlen, "chat template: unknown family '%s'",
-            family ? family : "(null)");
+    sx_errmsg_set(err, errlen, "chat template: unknown family '%s'",
+                  family ? family : "(null)");
     return NULL;
 }
 
@@ -434,9 +424,9 @@ static int check_alternation(const sx_chat_msg *msgs, size_t n, char *err,
     for (size_t i = 0; i < n; i++) {
         if (is_role(&msgs[i], i % 2 == 0 ? "user" : "assistant"))
             continue;
-        set_err(err, errlen, "chat template: after the optional system "
-                "message, roles must alternate user/assistant/user/... "
-                "(message %zu is '%s')", i, msgs[i].role);
+        sx_errmsg_set(err, errlen, "chat template: after the optional system "
+                      "message, roles must alternate user/assistant/user/... "
+                      "(message %zu is '%s')", i, msgs[i].role);
         return SX_EINVAL;
     }
     return SX_OK;
@@ -706,13 +696,15 @@ int sx_chat_template_apply(const sx_chat_template *t, const sx_chat_msg *msgs,
     for (size_t i = 0; i < n; i++) {
         const char *r = msgs[i].role;
         if (!r || (!msgs[i].content && msgs[i].content_len > 0)) {
-            set_err(err, errlen, "chat template: message %zu is malformed", i);
+            sx_errmsg_set(err, errlen,
+                          "chat template: message %zu is malformed", i);
             return SX_EINVAL;
         }
         if (strcmp(r, "system") != 0 && strcmp(r, "user") != 0 &&
             strcmp(r, "assistant") != 0) {
-            set_err(err, errlen, "chat template: role '%s' of message %zu is "
-                    "not supported (system, user, assistant)", r, i);
+            sx_errmsg_set(err, errlen,
+                          "chat template: role '%s' of message %zu is "
+                          "not supported (system, user, assistant)", r, i);
             return SX_EINVAL;
         }
     }
@@ -744,7 +736,7 @@ int sx_chat_template_apply(const sx_chat_template *t, const sx_chat_msg *msgs,
         break;
     }
     if (rc == SX_OK && b.oom) {
-        set_err(err, errlen, "chat template: out of memory");
+        sx_errmsg_set(err, errlen, "chat template: out of memory");
         rc = SX_ENOMEM;
     }
     if (rc != SX_OK) {

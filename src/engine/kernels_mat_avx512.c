@@ -38,7 +38,7 @@ _Static_assert(sizeof(pk_block) == 192, "packed block layout");
 #define PF_DIST 8192
 #endif
 #define KERN_INLINE static inline __attribute__((always_inline))
-#define CONV (-1)            /* pseudo weight type: rows from convert_rows */
+enum { CONV = -1 };          /* pseudo weight type: rows from convert_rows */
 
 /* --- activations ---------------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/errmsg.h"
 #include "engine/model.h"
 #include "engine/pool.h"
 #include "engine/quant.h"
@@ -33,6 +34,7 @@ typedef struct lload {
     int rc;
 } lload;
 
+/* Records a failure; the first one is the one reported. */
 static int lerr(lload *l, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -40,14 +42,9 @@ static int lerr(lload *l, int rc, const char *fmt, ...)
 {
     va_list ap;
 
-    if (l->rc)
-        return l->rc;
-    l->rc = rc;
-    if (l->err && l->errlen) {
-        va_start(ap, fmt);
-        vsnprintf(l->err, l->errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_start(ap, fmt);
+    rc = sx_errmsg_vfirst(&l->rc, l->err, l->errlen, rc, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/errmsg.h"
 #include "engine/lora.h"
 #include "engine/quant.h"
 
@@ -45,6 +46,7 @@ typedef struct loader {
     int rc;
 } loader;
 
+/* Records a failure; the first one is the one reported. */
 static int lfail(loader *l, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -52,14 +54,9 @@ static int lfail(loader *l, int rc, const char *fmt, ...)
 {
     va_list ap;
 
-    if (l->rc)
-        return l->rc;
-    l->rc = rc;
-    if (l->err && l->errlen) {
-        va_start(ap, fmt);
-        vsnprintf(l->err, l->errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_start(ap, fmt);
+    rc = sx_errmsg_vfirst(&l->rc, l->err, l->errlen, rc, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define SPIN_NS 60000 /* how long an idle thread spins before sleeping */
+#define CLAIM_CLOSED UINT32_MAX /* claim index while a job is being set up */
 
 struct sx_pool {
     int n;                     /* threads, the caller included */
@@ -76,19 +77,24 @@ static void await_change(_Atomic uint32_t *addr, uint32_t val,
 
 /* Takes and runs tasks of whatever job is current until none is left;
  * returns how many it ran. A task is taken by moving claim from (job, i) to
- * (job, i + 1): that succeeds only while the job is current and unfinished,
- * so fn, ctx and n_tasks read before it belong to that job. */
+ * (job, i + 1). Before changing fn, ctx and n_tasks the caller closes the
+ * claim word, so a thread that read them from a newer job than the claim
+ * value it holds fails its exchange and reads again. */
 static int run_tasks(sx_pool *p)
 {
     int ran = 0;
 
     for (;;) {
         uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
-        uint32_t i = (uint32_t)c;
-        sx_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
-        uint32_t n = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+        uint32_t i = (uint32_t)c, n;
+        sx_pool_fn fn;
+        void *ctx;
 
+        if (i == CLAIM_CLOSED)
+            return ran;
+        fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+        ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
+        n = atomic_load_explicit(&p->n_tasks, memory_order_acquire);
         if (i >= n)
             return ran;
         if (!atomic_compare_exchange_weak(&p->claim, &c, c + 1))
@@ -157,6 +163,7 @@ int sx_pool_size(const sx_pool *p) { return p ? p->n : 1; }
 
 void sx_pool_run_tasks(sx_pool *p, int n_tasks, sx_pool_fn fn, void *ctx)
 {
+    uint64_t id;
     uint32_t d;
 
     if (n_tasks < 1)
@@ -166,14 +173,14 @@ void sx_pool_run_tasks(sx_pool *p, int n_tasks, sx_pool_fn fn, void *ctx)
             fn(ctx, i, n_tasks);
         return;
     }
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    id = (uint64_t)(atomic_load(&p->gen) + 1) << 32;
+    atomic_store(&p->claim, id | CLAIM_CLOSED);
+    atomic_store_explicit(&p->fn, fn, memory_order_release);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_release);
     atomic_store_explicit(&p->n_tasks, (uint32_t)n_tasks,
-                          memory_order_relaxed);
-    atomic_store(&p->done, 0);
-    atomic_store_explicit(&p->claim,
-                          (uint64_t)(atomic_load(&p->gen) + 1) << 32,
                           memory_order_release);
+    atomic_store(&p->done, 0);
+    atomic_store_explicit(&p->claim, id, memory_order_release);
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers))
         futex_wake(&p->gen);

@@ -7,11 +7,11 @@
 #include "engine/sched.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/errmsg.h"
 
 typedef struct job {
     uint64_t id;
@@ -75,20 +75,6 @@ const char *sx_finish_name(int finish)
     }
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- jobs -------------------------------------------------------------- */
 
 static void job_free(job *j)
@@ -126,33 +112,35 @@ static job *job_new(sx_sched *s, const sx_job_params *p, char *err,
 
     *rc = SX_EINVAL;
     if (!p->prompt || p->n_prompt < 1) {
-        set_err(err, errlen, "prompt: at least one token is needed");
+        sx_errmsg_set(err, errlen, "prompt: at least one token is needed");
         return NULL;
     }
     for (int i = 0; i < p->n_prompt; i++) {
         if (p->prompt[i] < 0 || p->prompt[i] >= s->info->n_vocab) {
-            set_err(err, errlen, "prompt: token %d is %d, outside the "
-                    "vocabulary (0..%d)", i, (int)p->prompt[i],
-                    s->info->n_vocab - 1);
+            sx_errmsg_set(err, errlen, "prompt: token %d is %d, outside the "
+                          "vocabulary (0..%d)", i, (int)p->prompt[i],
+                          s->info->n_vocab - 1);
             return NULL;
         }
     }
     if (p->max_tokens < 1) {
-        set_err(err, errlen, "max_tokens: must be at least 1");
+        sx_errmsg_set(err, errlen, "max_tokens: must be at least 1");
         return NULL;
     }
     if (p->n_stop < 0 || (p->n_stop > 0 && !p->stop)) {
-        set_err(err, errlen, "stop: bad list");
+        sx_errmsg_set(err, errlen, "stop: bad list");
         return NULL;
     }
     if (p->n_stop > 0 && !s->tok) {
-        set_err(err, errlen, "stop: stop strings need a tokenizer");
+        sx_errmsg_set(err, errlen, "stop: stop strings need a tokenizer");
         return NULL;
     }
     if (p->n_prompt >= s->cfg.n_ctx) {
         *rc = SX_ETOOBIG;
-        set_err(err, errlen, "the prompt has %d tokens; the context holds %d "
-                "(prompt and output together)", p->n_prompt, s->cfg.n_ctx);
+        sx_errmsg_set(err, errlen,
+                      "the prompt has %d tokens; the context holds %d "
+                      "(prompt and output together)", p->n_prompt,
+                      s->cfg.n_ctx);
         return NULL;
     }
 
@@ -174,7 +162,7 @@ static job *job_new(sx_sched *s, const sx_job_params *p, char *err,
         for (int i = 0; i < p->n_stop; i++) {
             if (!p->stop[i] || !p->stop[i][0]) {
                 *rc = SX_EINVAL;
-                set_err(err, errlen, "stop: stop string %d is empty", i);
+                sx_errmsg_set(err, errlen, "stop: stop string %d is empty", i);
                 j->p.n_stop = i;
                 goto fail;
             }
@@ -189,7 +177,8 @@ static job *job_new(sx_sched *s, const sx_job_params *p, char *err,
     j->sampler = sx_sampler_new(&p->sample, s->info->n_vocab, rc, &why);
     if (!j->sampler) {
         if (*rc == SX_EINVAL)
-            set_err(err, errlen, "%s: out of range", why ? why : "sampling");
+            sx_errmsg_set(err, errlen, "%s: out of range",
+                          why ? why : "sampling");
         goto fail;
     }
     *rc = SX_ENOMEM;
@@ -483,7 +472,7 @@ sx_sched *sx_sched_new(sx_model *m, const sx_tokenizer *tok,
     size_t nv;
 
     if (!m) {
-        set_err(err, errlen, "no model");
+        sx_errmsg_set(err, errlen, "no model");
         return NULL;
     }
     if (c.n_threads < 1)
@@ -503,13 +492,13 @@ sx_sched *sx_sched_new(sx_model *m, const sx_tokenizer *tok,
     if (c.n_ctx > c.kv_positions)
         c.n_ctx = c.kv_positions;
     if (c.max_running > 1024 || c.max_waiting > 1000000 || c.n_ctx < 2) {
-        set_err(err, errlen, "scheduler config out of range");
+        sx_errmsg_set(err, errlen, "scheduler config out of range");
         return NULL;
     }
 
     s = calloc(1, sizeof(*s));
     if (!s) {
-        set_err(err, errlen, "out of memory");
+        sx_errmsg_set(err, errlen, "out of memory");
         return NULL;
     }
     s->m = m;
@@ -523,7 +512,8 @@ sx_sched *sx_sched_new(sx_model *m, const sx_tokenizer *tok,
 
     s->pool = c.n_threads > 1 ? sx_pool_new(c.n_threads) : NULL;
     if (c.n_threads > 1 && !s->pool) {
-        set_err(err, errlen, "cannot start %d compute threads", c.n_threads);
+        sx_errmsg_set(err, errlen, "cannot start %d compute threads",
+                      c.n_threads);
         goto fail;
     }
     s->kv = sx_kv_new(m, c.kv_positions, err, errlen);
@@ -535,13 +525,13 @@ sx_sched *sx_sched_new(sx_model *m, const sx_tokenizer *tok,
     s->item_job = calloc((size_t)c.max_running, sizeof(*s->item_job));
     s->logits = malloc(sizeof(float) * nv * (size_t)c.max_running);
     if (!s->running || !s->items || !s->item_job || !s->logits) {
-        set_err(err, errlen, "out of memory for %d running jobs",
-                c.max_running);
+        sx_errmsg_set(err, errlen, "out of memory for %d running jobs",
+                      c.max_running);
         goto fail;
     }
     s->stats.kv_capacity = sx_kv_capacity(s->kv);
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
-        set_err(err, errlen, "cannot start the scheduler thread");
+        sx_errmsg_set(err, errlen, "cannot start the scheduler thread");
         goto fail;
     }
     s->started = true;
@@ -596,13 +586,13 @@ int sx_sched_submit(sx_sched *s, const sx_job_params *p, uint64_t *id,
     int rc;
 
     if (!s || !p || !id) {
-        set_err(err, errlen, "missing argument");
+        sx_errmsg_set(err, errlen, "missing argument");
         return SX_EINVAL;
     }
     j = job_new(s, p, err, errlen, &rc);
     if (!j) {
         if (rc == SX_ENOMEM)
-            set_err(err, errlen, "out of memory");
+            sx_errmsg_set(err, errlen, "out of memory");
         return rc;
     }
 
@@ -610,8 +600,9 @@ int sx_sched_submit(sx_sched *s, const sx_job_params *p, uint64_t *id,
     if (s->n_waiting >= s->cfg.max_waiting) {
         pthread_mutex_unlock(&s->mu);
         job_free(j);
-        set_err(err, errlen, "the engine queue is full (%d waiting); retry "
-                "later", s->cfg.max_waiting);
+        sx_errmsg_set(err, errlen,
+                      "the engine queue is full (%d waiting); retry "
+                      "later", s->cfg.max_waiting);
         return SX_EBUSY;
     }
     j->id = s->next_id++;

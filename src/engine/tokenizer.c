@@ -2,11 +2,11 @@
  * splits input on special tokens, hands plain text to the SentencePiece or
  * BPE segmenter (tokenizer_spm.c, tokenizer_bpe.c), and turns ids back into
  * text, whole or streamed. See tokenizer.h for the contract. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/errmsg.h"
 #include "engine/tokenizer_impl.h"
 
 #define K_MODEL "tokenizer.ggml.model"
@@ -15,17 +15,6 @@
 #define K_SCORES "tokenizer.ggml.scores"
 #define K_TYPES "tokenizer.ggml.token_type"
 #define K_MERGES "tokenizer.ggml.merges"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* --- small helpers ------------------------------------------------------ */
 
@@ -321,7 +310,7 @@ sx_tokenizer *sx_tokenizer_new(const sx_tokenizer_spec *spec, char *err,
 
     if (!spec || !spec->model || !spec->tokens || spec->n_tokens == 0 ||
         spec->n_tokens >= (uint32_t)INT32_MAX / 2) {
-        set_err(err, errlen, "tokenizer: no vocabulary");
+        sx_errmsg_set(err, errlen, "tokenizer: no vocabulary");
         return NULL;
     }
     t = calloc(1, sizeof(*t));
@@ -342,15 +331,15 @@ sx_tokenizer *sx_tokenizer_new(const sx_tokenizer_spec *spec, char *err,
         } else if (strcmp(pre, "qwen2") == 0) {
             t->pre = SX_PRE_QWEN2;
         } else {
-            set_err(err, errlen,
-                    "tokenizer: BPE pre-tokenizer '%s' is not supported "
-                    "(supported: gpt-2, llama-bpe, qwen2)", pre);
+            sx_errmsg_set(err, errlen,
+                          "tokenizer: BPE pre-tokenizer '%s' is not supported "
+                          "(supported: gpt-2, llama-bpe, qwen2)", pre);
             goto fail;
         }
     } else {
-        set_err(err, errlen,
-                "tokenizer: model '%s' is not supported (supported: llama, "
-                "gpt2)", spec->model);
+        sx_errmsg_set(err, errlen,
+                      "tokenizer: model '%s' is not supported "
+                      "(supported: llama, gpt2)", spec->model);
         goto fail;
     }
 
@@ -365,7 +354,7 @@ sx_tokenizer *sx_tokenizer_new(const sx_tokenizer_spec *spec, char *err,
     for (uint32_t i = 0; i < t->n_tokens; i++) {
         size_t len;
         if (!spec->tokens[i]) {
-            set_err(err, errlen, "tokenizer: token %u has no text", i);
+            sx_errmsg_set(err, errlen, "tokenizer: token %u has no text", i);
             goto fail;
         }
         len = spec->token_lens ? spec->token_lens[i] : strlen(spec->tokens[i]);
@@ -414,7 +403,7 @@ sx_tokenizer *sx_tokenizer_new(const sx_tokenizer_spec *spec, char *err,
     return t;
 
 oom:
-    set_err(err, errlen, "tokenizer: out of memory");
+    sx_errmsg_set(err, errlen, "tokenizer: out of memory");
 fail:
     sx_tokenizer_free(t);
     return NULL;
@@ -488,11 +477,12 @@ sx_tokenizer *sx_tokenizer_from_gguf(const sx_gguf *g, char *err,
     model = dup_str(g, K_MODEL);
     pre = dup_str(g, K_PRE);
     if (!model) {
-        set_err(err, errlen, "tokenizer: %s missing", K_MODEL);
+        sx_errmsg_set(err, errlen, "tokenizer: %s missing", K_MODEL);
         goto done;
     }
     if (read_strings(g, K_TOKENS, &n, &toks, &tok_lens) != SX_OK || n == 0) {
-        set_err(err, errlen, "tokenizer: %s missing or malformed", K_TOKENS);
+        sx_errmsg_set(err, errlen, "tokenizer: %s missing or malformed",
+                      K_TOKENS);
         goto done;
     }
     spec.model = model;
@@ -503,7 +493,7 @@ sx_tokenizer *sx_tokenizer_from_gguf(const sx_gguf *g, char *err,
 
     if (sx_gguf_get_arr(g, K_SCORES, &type, &cnt) == SX_OK) {
         if (type != SX_GGUF_F32 || cnt != n) {
-            set_err(err, errlen, "tokenizer: %s malformed", K_SCORES);
+            sx_errmsg_set(err, errlen, "tokenizer: %s malformed", K_SCORES);
             goto done;
         }
         /* Copied: array data in a GGUF file need not be aligned. */
@@ -514,7 +504,7 @@ sx_tokenizer *sx_tokenizer_from_gguf(const sx_gguf *g, char *err,
     }
     if (sx_gguf_get_arr(g, K_TYPES, &type, &cnt) == SX_OK) {
         if (type != SX_GGUF_I32 || cnt != n) {
-            set_err(err, errlen, "tokenizer: %s malformed", K_TYPES);
+            sx_errmsg_set(err, errlen, "tokenizer: %s malformed", K_TYPES);
             goto done;
         }
         if (!(types = malloc((size_t)n * sizeof(int32_t))))
@@ -525,8 +515,8 @@ sx_tokenizer *sx_tokenizer_from_gguf(const sx_gguf *g, char *err,
     if (strcmp(model, "gpt2") == 0) {
         if (read_strings(g, K_MERGES, &n_merges, &merges, &merge_lens) !=
             SX_OK) {
-            set_err(err, errlen, "tokenizer: %s missing or malformed",
-                    K_MERGES);
+            sx_errmsg_set(err, errlen, "tokenizer: %s missing or malformed",
+                          K_MERGES);
             goto done;
         }
         spec.n_merges = (uint32_t)n_merges;
@@ -545,7 +535,8 @@ sx_tokenizer *sx_tokenizer_from_gguf(const sx_gguf *g, char *err,
         read_id(g, "tokenizer.ggml.eos_token_id", &spec.eos) != SX_OK ||
         read_id(g, "tokenizer.ggml.unknown_token_id", &spec.unk) != SX_OK ||
         read_id(g, "tokenizer.ggml.padding_token_id", &spec.pad) != SX_OK) {
-        set_err(err, errlen, "tokenizer: a special token id is malformed");
+        sx_errmsg_set(err, errlen,
+                      "tokenizer: a special token id is malformed");
         goto done;
     }
     if (sx_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b) == SX_OK)
@@ -558,7 +549,7 @@ sx_tokenizer *sx_tokenizer_from_gguf(const sx_gguf *g, char *err,
     t = sx_tokenizer_new(&spec, err, errlen);
     goto done;
 oom:
-    set_err(err, errlen, "tokenizer: out of memory");
+    sx_errmsg_set(err, errlen, "tokenizer: out of memory");
 done:
     free(scores);
     free(types);

@@ -9,9 +9,10 @@
  * the followers whose rows it carried. Rows queued while a commit runs wait
  * for the next leader (the first of them), so alone a request pays one
  * commit on its own thread and under load one commit serves a whole queue.
- * The rollups of a batch are summed per tenant and day first. A small
- * thread writes what no request waits for (limit events) and checkpoints
- * the WAL off the request path. Durability of a commit: ledger_sync. */
+ * The rollups of a batch are summed per tenant and day first; a leader
+ * checkpoints the WAL every few hundred rows after waking its batch. A
+ * small thread writes what no request waits for (limit events). Durability
+ * of a commit: ledger_sync (base/config.h). */
 #include "metering/internal.h"
 
 #include "base/config.h"
@@ -26,8 +27,12 @@
 
 #define BATCH_MAX 1024
 #define BUSY_RETRIES 8
-/* Committed rows between two WAL checkpoints by the ledger thread. */
-#define CHECKPOINT_ROWS 256
+/* Committed rows between two WAL checkpoints. full: about SQLite's own
+ * 1000-page WAL, small enough that the WAL is soon rewritten in place,
+ * where an fsync has no file size to update; normal: a checkpoint is the
+ * only fsync, so a larger WAL (about 20 MB) makes them rarer. */
+#define CHECKPOINT_ROWS_FULL 200
+#define CHECKPOINT_ROWS_NORMAL 1000
 
 static const struct sx_migration migrations[] = {
     {1, "usage ledger, daily rollups, limit events",
@@ -278,6 +283,20 @@ static void publish(struct ledger *lg, const struct item *it)
     sx_meter_publish(lg->meter, &ev);
 }
 
+/* Copies the WAL back into the database (PASSIVE) on the ledger's
+ * connection, by a leader that still holds the lead: no commit runs in
+ * between, so the next commit starts the WAL over from its beginning and
+ * rewrites the same file blocks (an fsync that needs no metadata update).
+ * In place of SQLite's automatic checkpoint, which would run inside a
+ * COMMIT that a whole batch of followers waits on. */
+static void checkpoint(struct ledger *lg)
+{
+    if (strcmp(sx_store_backend(lg->store), "sqlite") != 0)
+        return;
+    if (sx_db_exec(lg->db, "PRAGMA wal_checkpoint(PASSIVE)") != 0)
+        SX_WARN("metering", "ledger WAL checkpoint failed");
+}
+
 /* Wakes whoever should lead next: the owner of the first queued row, or
  * the ledger thread for a limit event (or for a close in progress). */
 static void hand_over(struct ledger *lg)
@@ -325,10 +344,18 @@ static void lead(struct ledger *lg)
         }
         it = next;
     }
+    /* Every so many rows, a checkpoint, after the followers are woken:
+     * the leader's own request and those arriving meanwhile wait for it. */
+    if (lg->rows_since_checkpoint >= (lg->sync == SX_LEDGER_SYNC_FULL
+                                          ? CHECKPOINT_ROWS_FULL
+                                          : CHECKPOINT_ROWS_NORMAL)) {
+        lg->rows_since_checkpoint = 0;
+        pthread_mutex_unlock(&lg->lock);
+        checkpoint(lg);
+        pthread_mutex_lock(&lg->lock);
+    }
     lg->leading = false;
     hand_over(lg);
-    if (lg->rows_since_checkpoint >= CHECKPOINT_ROWS)
-        pthread_cond_signal(&lg->queued);
     if (limits) {
         pthread_mutex_unlock(&lg->lock);
         for (it = limits; it;) {
@@ -343,23 +370,8 @@ static void lead(struct ledger *lg)
     }
 }
 
-/* Copies the WAL back into the database now and then, on a pooled
- * connection and in PASSIVE mode (writers are not blocked), so that the
- * commits of settling requests never run a checkpoint themselves. */
-static void checkpoint(struct ledger *lg)
-{
-    sx_db *db;
-
-    if (strcmp(sx_store_backend(lg->store), "sqlite") != 0)
-        return;
-    db = sx_store_acquire(lg->store);
-    if (db && sx_db_exec(db, "PRAGMA wal_checkpoint(PASSIVE)") != 0)
-        SX_WARN("metering", "ledger WAL checkpoint failed");
-    sx_store_release(lg->store, db);
-}
-
 /* The ledger thread: leads when only fire-and-forget items are queued,
- * checkpoints, and drains the queue on close. */
+ * and drains the queue on close. */
 static void *ledger_main(void *arg)
 {
     struct ledger *lg = arg;
@@ -368,13 +380,6 @@ static void *ledger_main(void *arg)
     for (;;) {
         if (lg->head && !lg->leading) {
             lead(lg);
-            continue;
-        }
-        if (lg->rows_since_checkpoint >= CHECKPOINT_ROWS) {
-            lg->rows_since_checkpoint = 0;
-            pthread_mutex_unlock(&lg->lock);
-            checkpoint(lg);
-            pthread_mutex_lock(&lg->lock);
             continue;
         }
         if (lg->stopping && !lg->head && !lg->leading)

@@ -159,8 +159,17 @@ static void *mem_open(void)
         return NULL;
     for (int i = 0; i < STRIPES; i++)
         pthread_mutex_init(&ms->stripes[i].lock, NULL);
-    m1 = sx_time_mono_ns();
-    w = wall_ns();
+    /* The offset from a wall reading taken between two close monotonic
+     * ones (a few tries), so that it is exact to a few microseconds. */
+    for (int i = 0; i < 16; i++) {
+        int64_t m2;
+
+        m1 = sx_time_mono_ns();
+        w = wall_ns();
+        m2 = sx_time_mono_ns();
+        if (m2 - m1 < 20000)
+            break;
+    }
     atomic_init(&ms->wall_off_ns, w - m1);
     return ms;
 }

@@ -56,6 +56,14 @@ static const struct sx_migration migrations[] = {
      " ds TEXT NOT NULL);"
      "CREATE INDEX rag_chunks_by_doc ON rag_chunks (dataset_id, doc_id, seq);"
      "CREATE INDEX rag_chunks_by_tenant ON rag_chunks (tenant_id);"},
+    {2, "embedding vectors of chunks",
+     "CREATE TABLE rag_vectors ("
+     " chunk_id BIGINT PRIMARY KEY,"
+     " tenant_id TEXT NOT NULL,"
+     " model TEXT NOT NULL,"
+     " dim INTEGER NOT NULL,"
+     " vec TEXT NOT NULL);"
+     "CREATE INDEX rag_vectors_by_tenant ON rag_vectors (tenant_id, model);"},
 };
 
 #define DEFAULT_CHUNK_TOKENS 256
@@ -107,7 +115,8 @@ static int purge_tenant(sx_db *db, const char *tenant_id, void *ctx)
     (void)ctx;
     if (sx_rag_index_drop(db, tenant_id) != 0)
         return SX_ESTORE;
-    if (sx_db_run(db, "DELETE FROM rag_chunks WHERE tenant_id = $1", "t", tenant_id) < 0 ||
+    if (sx_db_run(db, "DELETE FROM rag_vectors WHERE tenant_id = $1", "t", tenant_id) < 0 ||
+        sx_db_run(db, "DELETE FROM rag_chunks WHERE tenant_id = $1", "t", tenant_id) < 0 ||
         sx_db_run(db, "DELETE FROM rag_docs WHERE tenant_id = $1", "t", tenant_id) < 0 ||
         sx_db_run(db, "DELETE FROM rag_datasets WHERE tenant_id = $1", "t", tenant_id) < 0)
         return SX_ESTORE;
@@ -510,6 +519,16 @@ static int chunks_remove(sx_db *db, const char *tenant_id, const char *dataset_i
     if (rc < 0)
         return SX_ESTORE;
     if (doc_id)
+        rc = (int)sx_db_run(db, "DELETE FROM rag_vectors WHERE chunk_id IN (SELECT id FROM "
+                                "rag_chunks WHERE tenant_id = $1 AND dataset_id = $2 AND "
+                                "doc_id = $3)", "ttt", tenant_id, dataset_id, doc_id);
+    else
+        rc = (int)sx_db_run(db, "DELETE FROM rag_vectors WHERE chunk_id IN (SELECT id FROM "
+                                "rag_chunks WHERE tenant_id = $1 AND dataset_id = $2)", "tt",
+                            tenant_id, dataset_id);
+    if (rc < 0)
+        return SX_ESTORE;
+    if (doc_id)
         rc = (int)sx_db_run(db, "DELETE FROM rag_chunks WHERE tenant_id = $1 AND "
                                 "dataset_id = $2 AND doc_id = $3", "ttt", tenant_id,
                             dataset_id, doc_id);
@@ -695,7 +714,7 @@ static int check_doc(sx_rag *rag, const json_t *o, size_t i, struct doc_in *d,
 
 /* Writes one changed or new document and its chunks. *status gets
  * "created", "updated" or "unchanged"; *n_chunks its chunk count. */
-static int doc_write(sx_db *db, const char *tenant_id, const char *dataset_id,
+static int doc_write(sx_rag *rag, sx_db *db, const char *tenant_id, const char *dataset_id,
                      const char *token, const struct sx_rag_chunking *c,
                      const struct doc_in *d, const char **status, int *n_chunks)
 {
@@ -766,7 +785,8 @@ static int doc_write(sx_db *db, const char *tenant_id, const char *dataset_id,
                       d->meta, token) != 1)
             rc = SX_ESTORE;
         row = (struct sx_rag_index_row){id, d->title, text, d->meta, token};
-        if (rc != 0 || (rc = sx_rag_index_add(db, tenant_id, &row)) != 0) {
+        if (rc != 0 || (rc = sx_rag_index_add(db, tenant_id, &row)) != 0 ||
+            (rc = sx_rag_vector_add(rag, db, tenant_id, id, d->title, text)) != 0) {
             free(text);
             rc = rc < 0 ? rc : SX_ESTORE;
             goto done;
@@ -876,7 +896,7 @@ int sx_rag_docs_upload(sx_rag *rag, const char *tenant_id, const char *dataset_i
         const char *status = NULL;
         int chunks = 0;
 
-        if ((rc = doc_write(db, tenant_id, dataset_id, token, &c, &docs[i], &status,
+        if ((rc = doc_write(rag, db, tenant_id, dataset_id, token, &c, &docs[i], &status,
                             &chunks)) != 0)
             goto done;
         counts[strcmp(status, "created") == 0 ? 0 : strcmp(status, "updated") == 0 ? 1 : 2]++;

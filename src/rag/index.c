@@ -628,9 +628,9 @@ static int fchain(struct formula *f, size_t i, double need)
 }
 
 /* Chunks holding terms of p[i..k) whose bounds add up to need:
- * with p[i] (then need - bound_i from the rest) or without it. Below
- * depth FORMULA_DEPTH, the looser fchain() keeps the formula small. */
-static int fbuild(struct formula *f, size_t i, double need, int depth)
+ * with p[i] (then need - bound_i from the rest) or without it. Past
+ * max_depth terms in a branch, the looser fchain() keeps it small. */
+static int fbuild(struct formula *f, size_t i, double need, int depth, int max_depth)
 {
     int with, without, t;
 
@@ -638,11 +638,11 @@ static int fbuild(struct formula *f, size_t i, double need, int depth)
         return 1; /* F_TRUE */
     if (i >= f->k || f->suffix[i] < need || f->overflow)
         return 0; /* F_FALSE */
-    if (depth == FORMULA_DEPTH)
+    if (depth == max_depth)
         return fchain(f, i, need);
     t = fnew(f, F_TERM, (int)i, 0, 0);
-    with = fbuild(f, i + 1, need - f->p[i].bound, depth + 1);
-    without = fbuild(f, i + 1, need, depth);
+    with = fbuild(f, i + 1, need - f->p[i].bound, depth + 1, max_depth);
+    without = fbuild(f, i + 1, need, depth, max_depth);
     if (f->node[with].kind != F_TRUE)
         t = f->node[with].kind == F_FALSE ? 0 : fnew(f, F_AND, 0, t, with);
     if (f->node[without].kind == F_FALSE)
@@ -708,22 +708,24 @@ static int run_pass(const struct plan *pl, double need, struct sx_rag_cand *out,
 
     *n = 0;
 
-    /* 1. The candidate formula; too big a formula falls back to "any
-     * term", a superset, so results stay exact. */
+    /* 1. The candidate formula, as deep as fits; shallower formulas are
+     * supersets of deeper ones, so results stay exact. */
     if (need > 0) {
+        int depth;
+
         memset(&f, 0, sizeof(f));
         f.p = pl->p;
         f.k = pl->k;
-        f.n_node = 2; /* 0: F_FALSE, 1: F_TRUE */
-        f.node[1].kind = F_TRUE;
+        f.node[1].kind = F_TRUE; /* 0: F_FALSE, 1: F_TRUE */
         for (i = pl->k; i-- > 0;)
             f.suffix[i] = f.suffix[i + 1] + pl->p[i].bound;
-        root = fbuild(&f, 0, need, 0);
-        if (f.overflow) {
+        for (depth = FORMULA_DEPTH; depth >= 0; depth--) {
             f.overflow = false;
             f.n_node = 2;
             f.n_terms = 0;
-            root = fchain(&f, 0, need);
+            root = depth ? fbuild(&f, 0, need, 0, depth) : fchain(&f, 0, need);
+            if (!f.overflow)
+                break;
         }
         if (f.overflow)
             root = 1;

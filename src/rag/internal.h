@@ -4,13 +4,49 @@
 #ifndef SX_RAG_INTERNAL_H
 #define SX_RAG_INTERNAL_H
 
+#include <pthread.h>
+
 #include "rag/rag.h"
+
+#define SX_RAG_DIM_MAX 8192         /* longest embedding accepted */
+#define SX_RAG_VECTORS_MAX 20000    /* vectors scanned per query, at most */
 
 struct sx_rag {
     sx_store *store;
     sx_tenancy *tenancy;
     struct sx_rag_limits limits;
+
+    pthread_rwlock_t embed_lock; /* guards the embedder fields */
+    sx_rag_embed_fn embed;       /* NULL: no vectors */
+    void *embed_ctx;
+    char embed_model[128];
+    int embed_dim;
 };
+
+/* ---- vectors (vector.c) -------------------------------------------------- */
+
+struct sx_rag_vhit {
+    int64_t rowid;
+    double sim; /* cosine similarity */
+};
+
+/* The unit embedding of text under the installed embedder: *out (malloc'd)
+ * with *dim floats and the model's name, or *out NULL when none is
+ * installed. 0, or the embedder's error. */
+int sx_rag_vector_embed(sx_rag *rag, const char *text, size_t len, float **out, int *dim,
+                        char model[128]);
+/* Stores the vector of a new chunk (nothing without an embedder; an
+ * embedder failure is logged and leaves the chunk BM25-only). Inside the
+ * caller's transaction. 0, SX_ENOMEM or SX_ESTORE. */
+int sx_rag_vector_add(sx_rag *rag, sx_db *db, const char *tenant_id, int64_t chunk_id,
+                      const char *title, const char *text);
+/* The cap most similar chunks of the tenant to unit vector q, best first,
+ * over the datasets named (JSON array) or, with NULL, those allowing RAG.
+ * No hits when the tenant has more than SX_RAG_VECTORS_MAX vectors.
+ * 0, SX_ENOMEM or SX_ESTORE. */
+int sx_rag_vector_search(sx_db *db, const char *tenant_id, const char *model, const float *q,
+                         int dim, const json_t *datasets, struct sx_rag_vhit *out, size_t cap,
+                         size_t *n);
 
 #define SX_RAG_TOKEN_MAX 24 /* a dataset's index token: 20 digits */
 

@@ -1,6 +1,7 @@
 /* The rag module: per-tenant datasets of documents, cut into chunks that
  * respect sentences and token counts, indexed for BM25 retrieval (SQLite
- * FTS5 in the embedded default).
+ * FTS5 in the embedded default) and, when the serving layer installs an
+ * embedder, by vectors fused with BM25 by reciprocal rank.
  *
  * Isolation: every read and write names its tenant. The full-text index is
  * one table per tenant (so term statistics are the tenant's own) and every
@@ -100,6 +101,12 @@ struct sx_rag_limits {
     int datasets_per_tenant;  /* [100] */
 };
 
+/* The embedder the serving layer may install (the engine's pooled
+ * embeddings): writes dim floats for text[0..len) into out, truncating
+ * text to what the model takes. 0 or a negative code. Called from HTTP
+ * threads, during uploads (inside their transaction) and queries. */
+typedef int (*sx_rag_embed_fn)(void *ctx, const char *text, size_t len, float *out, int dim);
+
 /* Registers the rag module's SQLite functions (the BM25 ranking function
  * used by the index) for every SQLite connection opened afterwards. Call
  * once, before sx_store_open(). 0 or SX_ESTORE. */
@@ -111,6 +118,14 @@ int sx_rag_sqlite_setup(void);
 sx_rag *sx_rag_open(sx_store *store, sx_tenancy *tenancy, const struct sx_rag_limits *limits,
                     char *err, size_t errlen);
 void sx_rag_close(sx_rag *rag); /* accepts NULL */
+
+/* Installs (fn non-NULL) or removes the embedder. model names its vector
+ * space (vectors of another model are ignored); dim is 1..8192. From then
+ * on new chunks get vectors, and retrieval fuses cosine similarity with
+ * BM25 by reciprocal rank. Chunks uploaded before stay BM25-only until
+ * they are uploaded again. Thread-safe. */
+void sx_rag_set_embedder(sx_rag *rag, sx_rag_embed_fn fn, void *ctx, const char *model,
+                         int dim);
 
 /* ---- datasets and documents (JSON in, JSON out, as the API shows) ------ */
 
@@ -161,13 +176,15 @@ struct sx_rag_hit {
     char *text;
     json_t *metadata;                      /* object (own reference) */
     double score;                          /* [0, 1] */
-    double bm25;                           /* raw BM25F score */
+    double bm25;                           /* raw BM25F score, 0: vector only */
+    double similarity;                     /* cosine, or -1 without vectors */
 };
 
 struct sx_rag_result {
     struct sx_rag_hit *hits; /* best first */
     size_t n;
     size_t n_terms;          /* query terms used */
+    bool vectors;            /* vector similarity took part */
     double took_ms;
 };
 
@@ -178,8 +195,10 @@ struct sx_rag_query {
                               * whose data_use allows RAG */
 };
 
-/* Ranks the tenant's chunks for text by BM25 over the tenant's index, keeps
- * those scoring
+/* Ranks the tenant's chunks for text: BM25 over the tenant's index and,
+ * with an embedder, cosine similarity of vectors, fused by reciprocal rank
+ * (k = 60); a hit's score is then the larger of its normalised BM25 score
+ * and its similarity (clipped at 0). Keeps those scoring
  * at least threshold, best first. out is cleared first and must be passed
  * to sx_rag_result_clear(). 0, SX_EINVAL (bad dataset list; fault) or
  * SX_ESTORE. A query without words gives 0 hits, not an error. */

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #define TOP_K_MAX 1000
+#define FUSION_DEPTH 50 /* each ranking's depth when fusing */
+#define RRF_K 60.0      /* reciprocal rank fusion constant (Cormack et al.) */
 
 static const struct sx_rag_limits default_limits = {
     .docs_per_request = 100,
@@ -37,6 +39,11 @@ sx_rag *sx_rag_open(sx_store *store, sx_tenancy *tenancy, const struct sx_rag_li
     rag->store = store;
     rag->tenancy = tenancy;
     rag->limits = limits ? *limits : default_limits;
+    if (pthread_rwlock_init(&rag->embed_lock, NULL) != 0) {
+        snprintf(err, errlen, "rag: cannot create a lock");
+        free(rag);
+        return NULL;
+    }
     if (sx_rag_schema(rag, err, errlen) != 0)
         goto fail;
 
@@ -55,12 +62,15 @@ sx_rag *sx_rag_open(sx_store *store, sx_tenancy *tenancy, const struct sx_rag_li
     sx_store_release(store, db);
     return rag;
 fail:
-    free(rag);
+    sx_rag_close(rag);
     return NULL;
 }
 
 void sx_rag_close(sx_rag *rag)
 {
+    if (!rag)
+        return;
+    pthread_rwlock_destroy(&rag->embed_lock);
     free(rag);
 }
 
@@ -197,19 +207,64 @@ static int datasets_select(sx_db *db, const char *tenant_id, const json_t *list,
     return 0;
 }
 
+/* A chunk from either ranking, with what each said of it. */
+struct fused {
+    int64_t rowid;
+    double bm25, norm; /* 0 when BM25 did not rank it */
+    double sim;        /* -1 when the vector side did not rank it */
+    double rrf;        /* reciprocal rank fusion: sum of 1 / (60 + rank) */
+};
+
+static int by_rrf_desc(const void *a, const void *b)
+{
+    const struct fused *x = a, *y = b;
+
+    return x->rrf > y->rrf ? -1 : x->rrf < y->rrf;
+}
+
+/* Merges the two rankings (each best first) into fz; n_fz its length. */
+static void fuse(const struct sx_rag_cand *cand, size_t n_cand, double ideal,
+                 const struct sx_rag_vhit *vec, size_t n_vec, struct fused *fz, size_t *n_fz)
+{
+    size_t i, j;
+
+    *n_fz = 0;
+    for (i = 0; i < n_cand; i++)
+        fz[(*n_fz)++] = (struct fused){cand[i].rowid, cand[i].bm25,
+                                       sx_rag_normalise(cand[i].bm25, ideal), -1,
+                                       1.0 / (RRF_K + (double)i + 1)};
+    for (j = 0; j < n_vec; j++) {
+        double r = 1.0 / (RRF_K + (double)j + 1);
+
+        for (i = 0; i < n_cand && fz[i].rowid != vec[j].rowid; i++)
+            ;
+        if (i < n_cand) {
+            fz[i].sim = vec[j].sim;
+            fz[i].rrf += r;
+        } else {
+            fz[(*n_fz)++] = (struct fused){vec[j].rowid, 0, 0, vec[j].sim, r};
+        }
+    }
+    if (n_vec)
+        qsort(fz, *n_fz, sizeof(*fz), by_rrf_desc);
+}
+
 int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t len,
                     const struct sx_rag_query *q, struct sx_rag_result *out,
                     struct sx_fault *f)
 {
     struct sx_rag_terms terms;
     struct sx_rag_cand *cand = NULL;
-    char (*tokens)[SX_RAG_TOKEN_MAX] = NULL;
+    struct sx_rag_vhit *vec = NULL;
+    struct fused *fz = NULL;
+    char (*tokens)[SX_RAG_TOKEN_MAX] = NULL, model[128];
     const char *ds[128];
     int64_t t0 = sx_time_mono_ns();
-    size_t n_cand = 0, n_ds = 0, i;
+    size_t n_cand = 0, n_vec = 0, n_fz = 0, n_ds = 0, depth, i;
     double ideal = 0;
+    float *qvec = NULL;
     bool all = false;
-    int top_k = q->top_k < 1 ? 1 : q->top_k > TOP_K_MAX ? TOP_K_MAX : q->top_k;
+    int top_k = q->top_k < 1 ? 1 : q->top_k > TOP_K_MAX ? TOP_K_MAX : q->top_k, dim = 0;
     sx_db *db = NULL;
     int rc;
 
@@ -218,16 +273,27 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
         return rc;
     sx_rag_terms_parse(text, len, &terms);
     out->n_terms = terms.n;
-    if (terms.n == 0)
-        goto done;
 
-    /* 1. The datasets it may see; none, no hits. */
-    cand = malloc((size_t)top_k * sizeof(*cand));
+    /* 1. The query's vector, before taking a connection (embedding takes
+     * a while); without one, BM25 alone. */
+    if (text && len && (rc = sx_rag_vector_embed(rag, text, len, &qvec, &dim, model)) != 0) {
+        SX_WARN("rag", "embedding a query of tenant %s failed: %s; ranking by BM25 only",
+                tenant_id, sx_strerror(rc));
+        rc = 0;
+    }
+    if (terms.n == 0 && !qvec)
+        goto done;
+    depth = qvec ? (size_t)(top_k > FUSION_DEPTH ? top_k : FUSION_DEPTH) : (size_t)top_k;
+    cand = malloc(depth * sizeof(*cand));
+    vec = malloc(depth * sizeof(*vec));
+    fz = malloc(2 * depth * sizeof(*fz));
     out->hits = calloc((size_t)top_k, sizeof(*out->hits));
-    if (!cand || !out->hits) {
+    if (!cand || !vec || !fz || !out->hits) {
         rc = SX_ENOMEM;
         goto done;
     }
+
+    /* 2. The datasets it may see; none, no hits. */
     if (!(db = sx_store_acquire(rag->store))) {
         rc = SX_ESTORE;
         goto done;
@@ -243,31 +309,47 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
     for (i = 0; i < n_ds; i++)
         ds[i] = tokens[i];
 
-    /* 2. Rank in the tenant's index; hits come back best first. */
-    if ((rc = sx_rag_index_search(db, tenant_id, &terms, ds, n_ds, q->threshold, cand,
-                                  (size_t)top_k, &n_cand, &ideal)) != 0)
+    /* 3. Rank in the tenant's index, and by similarity; fuse. */
+    if (terms.n && (rc = sx_rag_index_search(db, tenant_id, &terms, ds, n_ds, q->threshold,
+                                             cand, depth, &n_cand, &ideal)) != 0)
         goto done;
+    if (qvec) {
+        if ((rc = sx_rag_vector_search(db, tenant_id, model, qvec, dim, q->datasets, vec,
+                                       depth, &n_vec)) != 0)
+            goto done;
+        out->vectors = true;
+    }
+    fuse(cand, n_cand, ideal, vec, n_vec, fz, &n_fz);
 
-    /* 3. Keep those above the threshold, with their text and metadata. */
-    for (i = 0; i < n_cand; i++) {
+    /* 4. Keep those scoring at least the threshold, with their text and
+     * metadata. A score is the better of the two normalised signals. */
+    for (i = 0; i < n_fz && out->n < (size_t)top_k; i++) {
         struct sx_rag_hit *h = &out->hits[out->n];
-        double s = sx_rag_normalise(cand[i].bm25, ideal);
+        double s = fz[i].norm > fz[i].sim ? fz[i].norm : fz[i].sim;
 
-        if (s < q->threshold)
-            break; /* scores only fall from here */
-        rc = load_hit(db, tenant_id, cand[i].rowid, h);
+        s = s < 0 ? 0 : s > 1 ? 1 : s;
+        if (s < q->threshold) {
+            if (!qvec)
+                break; /* BM25 alone: scores only fall from here */
+            continue;
+        }
+        rc = load_hit(db, tenant_id, fz[i].rowid, h);
         if (rc == SX_ENOTFOUND)
             continue;
         out->n++;
         if (rc != 0)
             goto done;
         h->score = s;
-        h->bm25 = cand[i].bm25;
+        h->bm25 = fz[i].bm25;
+        h->similarity = fz[i].sim;
     }
     rc = 0;
 done:
     sx_store_release(rag->store, db);
     free(cand);
+    free(vec);
+    free(fz);
+    free(qvec);
     free(tokens);
     if (rc != 0)
         sx_rag_result_clear(out);
@@ -385,11 +467,16 @@ json_t *sx_rag_result_meta(const struct sx_rag_result *r, int top_k, double thre
     for (i = 0; chunks && r && i < r->n; i++) {
         const struct sx_rag_hit *h = &r->hits[i];
 
-        json_array_append_new(chunks, json_pack("{s:s, s:s, s:s, s:i, s:s, s:f}", "doc_id",
-                                                h->doc_id, "chunk_id", h->chunk_id,
-                                                "dataset_id", h->dataset_id, "chunk_index",
-                                                h->chunk_index, "title", h->title, "score",
-                                                h->score));
+        json_t *c = json_pack("{s:s, s:s, s:s, s:i, s:s, s:f}", "doc_id", h->doc_id,
+                              "chunk_id", h->chunk_id, "dataset_id", h->dataset_id,
+                              "chunk_index", h->chunk_index, "title", h->title, "score",
+                              h->score);
+
+        if (c && r->vectors)
+            json_object_set_new(c, "similarity",
+                                h->similarity > -1
+                                    ? json_real(h->similarity) : json_null());
+        json_array_append_new(chunks, c);
     }
     return json_pack("{s:b, s:o, s:i, s:f}", "used", r && r->n > 0, "chunks",
                      chunks ? chunks : json_array(), "top_k", top_k, "threshold", threshold);
@@ -403,14 +490,18 @@ json_t *sx_rag_result_to_json(const struct sx_rag_result *r)
     for (i = 0; data && i < r->n; i++) {
         const struct sx_rag_hit *h = &r->hits[i];
 
-        json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:O, s:f}",
-                                              "chunk_id", h->chunk_id, "dataset_id",
-                                              h->dataset_id, "doc_id", h->doc_id,
-                                              "chunk_index", h->chunk_index, "title",
-                                              h->title, "text", h->text, "metadata",
-                                              h->metadata, "score", h->score));
+        json_t *x = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:O, s:f}", "chunk_id",
+                              h->chunk_id, "dataset_id", h->dataset_id, "doc_id", h->doc_id,
+                              "chunk_index", h->chunk_index, "title", h->title, "text",
+                              h->text, "metadata", h->metadata, "score", h->score);
+
+        if (x && r->vectors)
+            json_object_set_new(x, "similarity", h->similarity > -1
+                                                     ? json_real(h->similarity)
+                                                     : json_null());
+        json_array_append_new(data, x);
     }
-    return json_pack("{s:s, s:o, s:I, s:f}", "object", "search_results", "data",
+    return json_pack("{s:s, s:o, s:I, s:b, s:f}", "object", "search_results", "data",
                      data ? data : json_array(), "query_terms", (json_int_t)r->n_terms,
-                     "took_ms", r->took_ms);
+                     "vectors", r->vectors, "took_ms", r->took_ms);
 }

@@ -9,6 +9,7 @@
 #include "tenancy/internal.h"
 
 #include "base/err.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/time.h"
 
@@ -306,25 +307,16 @@ static int check_nested_settings(const json_t *v, struct sx_fault *f)
 static int check_keys(const json_t *body, const char *const *allowed, const char *what,
                       struct sx_fault *f)
 {
-    const char *key;
-    json_t *v;
+    const char *key = sx_json_unknown_key(body, allowed);
 
-    json_object_foreach((json_t *)body, key, v) {
-        bool known = false;
-
-        for (const char *const *a = allowed; *a && !known; a++)
-            known = strcmp(*a, key) == 0;
-        if (!known) {
-            if (strcmp(key, "slug") == 0)
-                sx_fault_set(f, "immutable_field", "slug", "slug cannot be changed; create a "
-                             "new tenant to use another slug");
-            else
-                sx_fault_set(f, "unknown_field", key, "unknown field \"%.60s\"; %s", key,
-                             what);
-            return SX_EINVAL;
-        }
-    }
-    return 0;
+    if (!key)
+        return 0;
+    if (strcmp(key, "slug") == 0)
+        sx_fault_set(f, "immutable_field", "slug", "slug cannot be changed; create a "
+                     "new tenant to use another slug");
+    else
+        sx_fault_set(f, "unknown_field", key, "unknown field \"%.60s\"; %s", key, what);
+    return SX_EINVAL;
 }
 
 /* Lists the names of the fields in body for the audit log; settings fields

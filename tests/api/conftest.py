@@ -3,7 +3,7 @@
 One real server process per test session (per xdist worker, if used): it is
 started from SYNAPSEX_BIN (default build/synapsex) on a free loopback port with
 a fresh data directory and a fresh random admin key, and stopped with SIGTERM
-at the end (it must exit 0 within 15 s). Every secret the tests see or send is
+at the end (it must exit 0 within 20 s). Every secret the tests see or send is
 recorded; at the end the server log must contain none of them, nor any tenant
 text (system prompts, topics, contact emails) the tests stored.
 """
@@ -132,7 +132,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _start_server():
+def start_server(extra_args=(), env_extra=None):
+    """Starts SYNAPSEX_BIN (default build/synapsex) on a free loopback port
+    with a fresh data directory and admin key, plus extra_args (models,
+    upstreams) and env_extra; returns a Server once /healthz answers. Stop it
+    with stop_server()."""
     binary = os.path.join(REPO, os.environ.get("SYNAPSEX_BIN", "build/synapsex"))
     if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
         pytest.fail(f"server binary {binary!r} is missing: build it with "
@@ -143,6 +147,7 @@ def _start_server():
     SENSITIVE.add_secret(admin_key)
     env = dict(os.environ)
     env.pop("SYNAPSEX_CONFIG", None)
+    env.update(env_extra or {})
     env["SYNAPSEX_ADMIN_KEY"] = admin_key
     env["SYNAPSEX_LOG_LEVEL"] = "debug"
 
@@ -151,12 +156,12 @@ def _start_server():
         logf = open(log_path, "ab")
         proc = subprocess.Popen(
             [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data",
-             os.path.join(data_dir, "data")],
+             os.path.join(data_dir, "data")] + list(extra_args),
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=data_dir)
         logf.close()
         srv = Server(binary, port, data_dir, log_path, admin_key, proc)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
@@ -169,31 +174,37 @@ def _start_server():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-            pytest.fail(f"server did not answer /healthz within 20 s; log:\n"
+            pytest.fail(f"server did not answer /healthz within 30 s; log:\n"
                         f"{srv.log_text()[-4000:]}", pytrace=False)
         # Exited: maybe the port was taken in between; retry on another.
     pytest.fail(f"server exited at start (rc={proc.returncode}); log:\n"
                 f"{srv.log_text()[-4000:]}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def server():
-    srv = _start_server()
-    yield srv
+def stop_server(srv):
+    """Stops a server from start_server() with SIGTERM: it must exit 0 within
+    20 s, and its log must hold none of the secrets or tenant text the tests
+    recorded. A clean run leaves nothing behind; a failing one keeps the log."""
     srv.proc.send_signal(signal.SIGTERM)
     try:
-        rc = srv.proc.wait(timeout=15)
+        rc = srv.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         srv.proc.kill()
         srv.proc.wait()
-        pytest.fail("server did not exit within 15 s of SIGTERM")
+        pytest.fail("server did not exit within 20 s of SIGTERM")
     log = srv.log_text()
     assert rc == 0, f"server exited {rc} after SIGTERM; log tail:\n{log[-3000:]}"
     leaks = SENSITIVE.leaks_in(log)
     assert not leaks, (f"{len(leaks)} secret(s)/tenant text found in the server "
                        f"log {srv.log_path}, e.g. {sorted(leaks)[0][:12]}...")
-    # A clean run leaves nothing behind; a failing one keeps the log.
     shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = start_server()
+    yield srv
+    stop_server(srv)
 
 
 class Api:
@@ -343,6 +354,13 @@ def assert_error(r, status, param=None, words=()):
     for w in words:
         assert w.lower() in err["message"].lower(), f"{w!r} not in {err['message']!r}"
     return err
+
+
+@pytest.fixture(scope="module")
+def sapi(srv):
+    """An Api on the module's own server: the serving tests define `srv`
+    (started with the models or upstreams they need)."""
+    return Api(srv)
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,10 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import requests
 
 sys.path.insert(0, os.path.dirname(__file__))
 import conftest  # noqa: E402  (shared server helpers and the leak check)
@@ -180,53 +175,11 @@ def tiny_model():
 def start_synapsex(extra_args, env_extra=None):
     """Starts build/synapsex on a free port with extra flags; returns a
     conftest.Server. Stop it with stop_synapsex()."""
-    binary = os.path.join(conftest.REPO, os.environ.get("SYNAPSEX_BIN", "build/synapsex"))
-    data_dir = tempfile.mkdtemp(prefix="sx-serve-")
-    log_path = os.path.join(data_dir, "server.log")
-    admin_key = "sk-admin-" + conftest.rand62(43)
-    conftest.SENSITIVE.add_secret(admin_key)
-    env = dict(os.environ)
-    env.pop("SYNAPSEX_CONFIG", None)
-    env.update(env_extra or {})
-    env["SYNAPSEX_ADMIN_KEY"] = admin_key
-    env["SYNAPSEX_LOG_LEVEL"] = "debug"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    logf = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data",
-         os.path.join(data_dir, "data")] + extra_args,
-        stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        cwd=data_dir)
-    logf.close()
-    srv = conftest.Server(binary, port, data_dir, log_path, admin_key, proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited at start: {srv.log_text()[-3000:]}")
-        try:
-            if requests.get(srv.root + "/healthz", timeout=1).status_code == 200:
-                return srv
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"server did not start: {srv.log_text()[-3000:]}")
+    return conftest.start_server(extra_args, env_extra)
 
 
 def stop_synapsex(srv):
-    srv.proc.send_signal(signal.SIGTERM)
-    try:
-        rc = srv.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        srv.proc.kill()
-        srv.proc.wait()
-        raise AssertionError("server did not exit within 20 s of SIGTERM")
-    log = srv.log_text()
-    assert rc == 0, f"server exited {rc}; log tail:\n{log[-3000:]}"
-    leaks = conftest.SENSITIVE.leaks_in(log)
-    assert not leaks, f"secret or tenant text in the server log {srv.log_path}"
+    conftest.stop_server(srv)
 
 
 if __name__ == "__main__":

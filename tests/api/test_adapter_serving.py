@@ -13,7 +13,6 @@ import struct
 import subprocess
 import tempfile
 import threading
-import time
 
 import pytest
 import requests
@@ -55,11 +54,6 @@ def srv():
     s = start_synapsex(["--model", f"tiny={BASE};context=2048;max_running=16"])
     yield s
     stop_synapsex(s)
-
-
-@pytest.fixture(scope="module")
-def sapi(srv):
-    return Api(srv)
 
 
 def upload(sapi, tid, data, activate=True, base="tiny"):

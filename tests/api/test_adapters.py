@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import Api, assert_error
+from conftest import assert_error
 from mock_upstream import fixtures_dir, start_synapsex, stop_synapsex
 
 FIX = fixtures_dir()
@@ -24,11 +24,6 @@ def srv():
                         "--model", f"qwen={model('tiny-qwen2-q8_0.gguf')}"])
     yield s
     stop_synapsex(s)
-
-
-@pytest.fixture(scope="module")
-def sapi(srv):
-    return Api(srv)
 
 
 def adapter(name):

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import Api, SENSITIVE, assert_error, unique_slug
+from conftest import SENSITIVE, assert_error, unique_slug
 from mock_upstream import REPLY, MockUpstream, start_synapsex, stop_synapsex
 
 UP_KEY = "up-key-" + "Zq8" * 10
@@ -31,11 +31,6 @@ def srv(mock):
     ], {"SX_TEST_UP_KEY": UP_KEY})
     yield s
     stop_synapsex(s)
-
-
-@pytest.fixture(scope="module")
-def sapi(srv):
-    return Api(srv)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import Api, assert_error
+from conftest import assert_error
 from mock_upstream import start_synapsex, stop_synapsex, tiny_model
 
 MODEL = tiny_model()
@@ -21,11 +21,6 @@ def srv():
     s = start_synapsex(["--model", f"synapsex-chat={MODEL}"])
     yield s
     stop_synapsex(s)
-
-
-@pytest.fixture(scope="module")
-def sapi(srv):
-    return Api(srv)
 
 
 @pytest.fixture(scope="module")

@@ -13,104 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "engine/chat_template.h"
 #include "engine/gguf.h"
 
-static char fixtures[4096];
+#include "fixtures.h"
 
 /* 26 Jul 2024 00:00 UTC, the date the fixtures were rendered with. */
 static const time_t FIXTURE_DAY = 1721952000;
-
-static bool have_fixtures(void)
-{
-    const char *env = getenv("SYNAPSEX_FIXTURES");
-    struct stat st;
-
-    snprintf(fixtures, sizeof(fixtures), "%s",
-             env && *env ? env : "../shared/fixtures");
-    return stat(fixtures, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-#define NEED_FIXTURES()                                                        \
-    do {                                                                       \
-        if (!have_fixtures()) {                                                \
-            printf("skipped: fixtures absent\n");                              \
-            skip();                                                            \
-        }                                                                      \
-    } while (0)
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 &&
-        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-        *len = fread(buf, 1, (size_t)n, f);
-        buf[*len] = '\0';
-    }
-    fclose(f);
-    return buf;
-}
-
-/* Decodes the JSON string whose opening quote is at p into a malloc'd
- * string; *end (if given) receives the position after the closing quote. */
-static char *json_string(const char *p, size_t *len, const char **end)
-{
-    char *out = malloc(strlen(p) + 1);
-    size_t n = 0;
-
-    for (p++; *p && *p != '"'; p++) {
-        unsigned cp;
-        if (*p != '\\') {
-            out[n++] = *p;
-            continue;
-        }
-        p++;
-        switch (*p) {
-        case 'n': out[n++] = '\n'; break;
-        case 't': out[n++] = '\t'; break;
-        case 'r': out[n++] = '\r'; break;
-        case 'u':
-            sscanf(p + 1, "%4x", &cp);
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u') {
-                unsigned lo;
-                sscanf(p + 3, "%4x", &lo);
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            }
-            if (cp < 0x80) {
-                out[n++] = (char)cp;
-            } else if (cp < 0x800) {
-                out[n++] = (char)(0xC0 | (cp >> 6));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                out[n++] = (char)(0xE0 | (cp >> 12));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else {
-                out[n++] = (char)(0xF0 | (cp >> 18));
-                out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            }
-            break;
-        default: out[n++] = *p; break;
-        }
-    }
-    out[n] = '\0';
-    *len = n;
-    if (end)
-        *end = *p ? p + 1 : p;
-    return out;
-}
 
 /* Value of "key": "..." in a JSON text, or NULL (absent or null). */
 static char *json_field(const char *json, const char *key, size_t *len)
@@ -123,7 +34,7 @@ static char *json_field(const char *json, const char *key, size_t *len)
     if (!p)
         return NULL;
     p += strlen(pat);
-    return *p == '"' ? json_string(p, len, NULL) : NULL;
+    return *p == '"' ? json_unquote(p, len, NULL) : NULL;
 }
 
 /* Text between quotes after marker in s ("bos_token '<s>'" -> "<s>"). */
@@ -155,10 +66,10 @@ static void read_messages(const char *json, fixture_msgs *fm)
         size_t len;
         if (!r || (close && close < r))
             break;
-        fm->role[fm->n] = json_string(r + 8, &len, &p);
+        fm->role[fm->n] = json_unquote(r + 8, &len, &p);
         c = strstr(p, "\"content\": ");
         assert_non_null(c);
-        fm->content[fm->n] = json_string(c + 11, &len, &p);
+        fm->content[fm->n] = json_unquote(c + 11, &len, &p);
         fm->m[fm->n] = (sx_chat_msg){fm->role[fm->n], fm->content[fm->n], len};
         fm->n++;
     }

@@ -9,22 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cmocka.h>
 
 #include "engine/gguf.h"
 
-static char fixtures[4096];
-
-static int have_fixtures(void)
-{
-    const char *d = getenv("SYNAPSEX_FIXTURES");
-    struct stat st;
-
-    snprintf(fixtures, sizeof(fixtures), "%s", d ? d : "../shared/fixtures");
-    return stat(fixtures, &st) == 0 && S_ISDIR(st.st_mode);
-}
+#include "fixtures.h"
 
 static sx_gguf *open_fixture(const char *rel, char *err, size_t errlen)
 {
@@ -45,10 +35,7 @@ static void test_fixture_llama(void **state)
     float f;
 
     (void)state;
-    if (!have_fixtures()) {
-        printf("skipped: fixtures absent\n");
-        skip();
-    }
+    NEED_FIXTURES();
     g = open_fixture("models/tiny-llama-q8_0.gguf", err, sizeof(err));
     assert_non_null(g);
     assert_int_equal(sx_gguf_version(g), 3);
@@ -89,10 +76,7 @@ static void test_fixture_vocab_strings(void **state)
     const char *s;
 
     (void)state;
-    if (!have_fixtures()) {
-        printf("skipped: fixtures absent\n");
-        skip();
-    }
+    NEED_FIXTURES();
     g = open_fixture("tokenizer/ggml-vocab-qwen2.gguf", err, sizeof(err));
     assert_non_null(g);
     assert_int_equal(sx_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n), 0);

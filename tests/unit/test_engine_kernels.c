@@ -5,6 +5,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -365,6 +366,43 @@ static void test_pool(void **state)
     }
 }
 
+typedef struct task_ctx {
+    int n;
+    _Atomic int runs[8];
+    _Atomic int bad;
+} task_ctx;
+
+static void count_task(void *ctx, int i, int n)
+{
+    task_ctx *c = ctx;
+
+    if (n != c->n || i < 0 || i >= n)
+        atomic_fetch_add(&c->bad, 1);
+    else
+        atomic_fetch_add(&c->runs[i], 1);
+}
+
+/* Jobs of changing task counts back to back: every task runs exactly once,
+ * with its own job's context (a regression: a worker once took a task of
+ * the next job with the previous job's claim, and the caller hung). */
+static void test_pool_tasks(void **state)
+{
+    sx_pool *p = sx_pool_new(3);
+
+    (void)state;
+    assert_non_null(p);
+    for (int round = 0; round < 50000; round++) {
+        task_ctx c = {.n = 1 + (round * 7) % 8};
+
+        sx_pool_run_tasks(p, c.n, count_task, &c);
+        assert_int_equal(atomic_load(&c.bad), 0);
+        for (int i = 0; i < 8; i++)
+            assert_int_equal(atomic_load(&c.runs[i]), i < c.n ? 1 : 0);
+    }
+    sx_pool_run_tasks(p, 0, count_task, NULL);  /* no tasks: no call */
+    sx_pool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_fp16_conversions),
         cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool_tasks),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

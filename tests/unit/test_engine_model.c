@@ -12,190 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cmocka.h>
 
 #include "engine/engine.h"
 
-static char fixtures[4096];
-
-static int have_fixtures(void)
-{
-    const char *d = getenv("SYNAPSEX_FIXTURES");
-    struct stat st;
-
-    snprintf(fixtures, sizeof(fixtures), "%s", d ? d : "../shared/fixtures");
-    return stat(fixtures, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-#define SKIP_WITHOUT_FIXTURES()                                                \
-    do {                                                                       \
-        if (!have_fixtures()) {                                                \
-            printf("skipped: fixtures absent\n");                              \
-            skip();                                                            \
-        }                                                                      \
-    } while (0)
-
-/* --- a small JSON reader (enough for manifest.json) ----------------------- */
-
-typedef struct jv {
-    char kind;               /* 'o' object, 'a' array, 's', 'n', 'b', 'z' */
-    double num;
-    char *str;               /* strings: decoded only for plain ASCII keys */
-    int n;
-    struct jv *items;        /* arrays, object values */
-    char **keys;             /* objects */
-} jv;
-
-static const char *jp;
-
-static void ws(void)
-{
-    while (*jp == ' ' || *jp == '\n' || *jp == '\r' || *jp == '\t')
-        jp++;
-}
-
-static char *jstring(void)
-{
-    const char *start = ++jp;
-    char *s;
-    size_t n = 0;
-
-    while (*jp != '"') {
-        if (*jp == '\\')
-            jp++;
-        jp++;
-    }
-    s = malloc((size_t)(jp - start) + 1);
-    for (const char *p = start; p < jp; p++)
-        s[n++] = *p == '\\' ? *++p : *p;   /* keys have no real escapes */
-    s[n] = '\0';
-    jp++;
-    return s;
-}
-
-static void jparse(jv *v)
-{
-    memset(v, 0, sizeof(*v));
-    ws();
-    if (*jp == '{' || *jp == '[') {
-        char close = *jp == '{' ? '}' : ']';
-
-        v->kind = *jp == '{' ? 'o' : 'a';
-        jp++;
-        ws();
-        while (*jp != close) {
-            v->items = realloc(v->items, (size_t)(v->n + 1) * sizeof(jv));
-            v->keys = realloc(v->keys, (size_t)(v->n + 1) * sizeof(char *));
-            v->keys[v->n] = NULL;
-            if (v->kind == 'o') {
-                ws();
-                v->keys[v->n] = jstring();
-                ws();
-                jp++;             /* ':' */
-            }
-            jparse(&v->items[v->n++]);
-            ws();
-            if (*jp == ',')
-                jp++;
-            ws();
-        }
-        jp++;
-    } else if (*jp == '"') {
-        v->kind = 's';
-        v->str = jstring();
-    } else if (*jp == 't' || *jp == 'f') {
-        v->kind = 'b';
-        v->num = *jp == 't';
-        jp += *jp == 't' ? 4 : 5;
-    } else if (*jp == 'n') {
-        v->kind = 'z';
-        jp += 4;
-    } else {
-        char *end;
-
-        v->kind = 'n';
-        v->num = strtod(jp, &end);
-        jp = end;
-    }
-}
-
-static void jfree(jv *v)
-{
-    for (int i = 0; i < v->n; i++) {
-        jfree(&v->items[i]);
-        free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->str);
-}
-
-static const jv *jget(const jv *o, const char *key)
-{
-    for (int i = 0; i < o->n; i++)
-        if (o->keys[i] && strcmp(o->keys[i], key) == 0)
-            return &o->items[i];
-    fail_msg("manifest: key '%s' missing", key);
-    return NULL;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n + 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return buf;
-}
-
-static void load_manifest(jv *root)
-{
-    char path[8192];
-    char *text;
-
-    snprintf(path, sizeof(path), "%s/reference/manifest.json", fixtures);
-    text = read_file(path, NULL);
-    jp = text;
-    jparse(root);
-    free(text);
-}
+#include "engine_fixture.h"
 
 /* --- helpers ------------------------------------------------------------- */
-
-static sx_model *load_model(const char *rel)
-{
-    char path[8192], err[256] = "";
-    sx_model *m;
-    int rc;
-
-    snprintf(path, sizeof(path), "%s/%s", fixtures, rel);
-    m = sx_model_load(path, &rc, err, sizeof(err));
-    if (!m)
-        fail_msg("load %s: %s", rel, err);
-    return m;
-}
-
-static int argmax(const float *v, int n)
-{
-    int best = 0;
-
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
 
 static int decode_one(sx_model *m, sx_pool *pool, sx_seq *s,
                       const int32_t *tok, int n, int mode, float *out)
@@ -208,15 +32,6 @@ static int decode_one(sx_model *m, sx_pool *pool, sx_seq *s,
     if (rc)
         print_message("decode: %s\n", err);
     return rc;
-}
-
-static int32_t *tokens_of(const jv *arr)
-{
-    int32_t *t = malloc((size_t)arr->n * sizeof(int32_t));
-
-    for (int i = 0; i < arr->n; i++)
-        t[i] = (int32_t)arr->items[i].num;
-    return t;
 }
 
 /* --- reference runs ------------------------------------------------------ */
@@ -241,14 +56,11 @@ static void check_run(const jv *run, sx_pool *pool)
         int32_t *tok = tokens_of(jget(pr, "tokens"));
         float *logits = malloc((size_t)n * (size_t)V * sizeof(float));
         float *ref, *last = malloc((size_t)V * sizeof(float));
-        char path[8192];
         size_t len;
         sx_seq *s = sx_seq_new(kv);
         int32_t next;
 
-        snprintf(path, sizeof(path), "%s/%s", fixtures,
-                 jget(pr, "logits_file")->str);
-        ref = (float *)read_file(path, &len);
+        ref = (float *)read_fixture(jget(pr, "logits_file")->str, &len);
         assert_int_equal(len, (size_t)rows * (size_t)V * sizeof(float));
 
         /* The whole prompt in one call, every row of logits. */
@@ -302,7 +114,7 @@ static void test_reference_runs(void **state)
     sx_pool *pool = sx_pool_new(2);
 
     (void)state;
-    SKIP_WITHOUT_FIXTURES();
+    NEED_FIXTURES();
     load_manifest(&root);
     runs = jget(&root, "runs");
     for (int i = 0; i < runs->n; i++) {
@@ -338,7 +150,7 @@ static void test_batch_equals_alone(void **state)
     char err[256];
 
     (void)state;
-    SKIP_WITHOUT_FIXTURES();
+    NEED_FIXTURES();
     m = load_model("models/tiny-llama-q8_0.gguf");
     V = sx_model_get_info(m)->n_vocab;
     kv = sx_kv_new(m, 512, NULL, 0);
@@ -407,7 +219,7 @@ static void test_chunked_prefill(void **state)
     char err[256];
 
     (void)state;
-    SKIP_WITHOUT_FIXTURES();
+    NEED_FIXTURES();
     m = load_model("models/tiny-qwen2-q8_0.gguf");
     V = sx_model_get_info(m)->n_vocab;
     kv = sx_kv_new(m, 2 * N + 32, NULL, 0);
@@ -455,7 +267,7 @@ static void test_cache_full_and_errors(void **state)
     sx_batch_item it;
 
     (void)state;
-    SKIP_WITHOUT_FIXTURES();
+    NEED_FIXTURES();
     m = load_model("models/tiny-llama-f32.gguf");
     out = malloc((size_t)sx_model_get_info(m)->n_vocab * sizeof(float));
     kv = sx_kv_new(m, 32, NULL, 0);
@@ -518,7 +330,7 @@ static void test_load_errors(void **state)
     int rc = 0;
 
     (void)state;
-    SKIP_WITHOUT_FIXTURES();
+    NEED_FIXTURES();
     snprintf(path, sizeof(path), "%s/models/lora-tiny-llama.gguf", fixtures);
     assert_null(sx_model_load(path, &rc, err, sizeof(err)));
     assert_int_equal(rc, SX_EINVAL);
@@ -541,7 +353,7 @@ static void test_info_and_embed(void **state)
     char err[256];
 
     (void)state;
-    SKIP_WITHOUT_FIXTURES();
+    NEED_FIXTURES();
     m = load_model("models/tiny-qwen2-q8_0.gguf");
     mi = sx_model_get_info(m);
     assert_string_equal(mi->arch, "qwen2");

@@ -13,48 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
-static char fixtures[4096];
-
-static bool have_fixtures(void)
-{
-    const char *env = getenv("SYNAPSEX_FIXTURES");
-    struct stat st;
-
-    snprintf(fixtures, sizeof(fixtures), "%s",
-             env && *env ? env : "../shared/fixtures");
-    return stat(fixtures, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-#define NEED_FIXTURES()                                                        \
-    do {                                                                       \
-        if (!have_fixtures()) {                                                \
-            printf("skipped: fixtures absent\n");                              \
-            skip();                                                            \
-        }                                                                      \
-    } while (0)
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 &&
-        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-        *len = fread(buf, 1, (size_t)n, f);
-        buf[*len] = '\0';
-    }
-    fclose(f);
-    return buf;
-}
+#include "fixtures.h"
 
 static sx_tokenizer *load_tok(const char *rel)
 {
@@ -207,60 +171,10 @@ static void test_vocab_vectors(void **state)
 
 /* --- manifest prompts ---------------------------------------------------- */
 
-/* Decodes the JSON string starting at the opening quote p. */
-static size_t json_string(const char *p, char *out, size_t cap)
-{
-    size_t n = 0;
-
-    for (p++; *p && *p != '"' && n + 4 < cap; p++) {
-        unsigned cp;
-        if (*p != '\\') {
-            out[n++] = *p;
-            continue;
-        }
-        p++;
-        switch (*p) {
-        case 'n': out[n++] = '\n'; break;
-        case 't': out[n++] = '\t'; break;
-        case 'r': out[n++] = '\r'; break;
-        case 'b': out[n++] = '\b'; break;
-        case 'f': out[n++] = '\f'; break;
-        case 'u':
-            sscanf(p + 1, "%4x", &cp);
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u') {
-                unsigned lo;
-                sscanf(p + 3, "%4x", &lo);
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            }
-            if (cp < 0x80) {
-                out[n++] = (char)cp;
-            } else if (cp < 0x800) {
-                out[n++] = (char)(0xC0 | (cp >> 6));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                out[n++] = (char)(0xE0 | (cp >> 12));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else {
-                out[n++] = (char)(0xF0 | (cp >> 18));
-                out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            }
-            break;
-        default: out[n++] = *p; break;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
 static void check_run(const char *manifest, const char *run_id,
                       const char *model)
 {
-    char key[256], text[1024];
+    char key[256];
     const char *run, *p;
     sx_tokenizer *t = load_tok(model);
     int prompts = 0;
@@ -272,11 +186,11 @@ static void check_run(const char *manifest, const char *run_id,
     for (int k = 0; k < 3; k++) {
         int32_t *ids, want[512];
         size_t n_ids, n_want = 0, tlen, dlen;
-        char *back;
+        char *text, *back;
 
         p = strstr(p, "\"text\": ");
         assert_non_null(p);
-        tlen = json_string(p + 8, text, sizeof(text));
+        text = json_unquote(p + 8, &tlen, NULL);
         p = strstr(p, "\"tokens\": [");
         assert_non_null(p);
         p += 11;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,6 +516,116 @@ static void test_chunk_ids_carry_column_sizes(void **state)
     sx_store_release(f->store, db);
 }
 
+/* A toy embedder: words of a concept share a dimension (so "analgesic"
+ * and "pain" are close without sharing a word), other words hash into the
+ * rest. "FAIL" makes it fail. */
+static int toy_embed(void *ctx, const char *text, size_t len, float *out, int dim)
+{
+    static const char *const pain[] = {"pain", "analgesic", "analgesics", "painkiller"};
+    char word[64];
+    size_t i = 0, k;
+    int d;
+
+    (void)ctx;
+    memset(out, 0, (size_t)dim * sizeof(*out));
+    if (len >= 4 && memmem(text, len, "FAIL", 4))
+        return SX_EIO;
+    while (i < len) {
+        size_t n = 0;
+        unsigned h = 2166136261u;
+
+        while (i < len && !isalpha((unsigned char)text[i]))
+            i++;
+        while (i < len && isalpha((unsigned char)text[i]) && n < sizeof(word) - 1)
+            word[n++] = (char)tolower((unsigned char)text[i++]);
+        while (i < len && isalpha((unsigned char)text[i]))
+            i++;
+        if (n == 0)
+            continue;
+        word[n] = '\0';
+        for (k = 0, d = -1; k < 4; k++)
+            if (strcmp(word, pain[k]) == 0)
+                d = 0;
+        if (d < 0) {
+            for (k = 0; k < n; k++)
+                h = (h ^ (unsigned char)word[k]) * 16777619u;
+            d = 1 + (int)(h % (unsigned)(dim - 1));
+        }
+        out[d] += 1;
+    }
+    return 0;
+}
+
+static size_t vectors_of(struct fx *f, const char *tenant)
+{
+    sx_db *db = sx_store_acquire(f->store);
+    sx_stmt *st = sx_db_query(db, "SELECT count(*) FROM rag_vectors WHERE tenant_id = $1", "t",
+                              tenant);
+    size_t n;
+
+    assert_int_equal(sx_stmt_step(st), SX_STORE_ROW);
+    n = (size_t)sx_stmt_int(st, 0);
+    sx_stmt_done(st);
+    sx_store_release(f->store, db);
+    return n;
+}
+
+/* With an embedder, similarity finds what BM25 cannot, fused by rank; the
+ * tenant, dataset and model filters hold; deletion removes vectors; an
+ * embedder failure leaves chunks to BM25. */
+static void test_vectors_fused_with_bm25(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32], ds_b[32];
+
+    dataset(f, "tenant_a", "catalog", 1, ds);
+    dataset(f, "tenant_b", "catalog", 1, ds_b);
+    put(f, "tenant_a", ds, "early", "Aspirin", "Pain relief before vectors.");
+    assert_int_equal(search(f, "tenant_a", "analgesic", 0, &r), 0);
+    sx_rag_result_clear(&r);
+
+    sx_rag_set_embedder(f->rag, toy_embed, NULL, "toy-1", 16);
+    put(f, "tenant_a", ds, "med_001", "Aspirin 500mg", "Pain reliever. Take with water.");
+    put(f, "tenant_a", ds, "soap", "Soap", "Cleans hands and water bottles.");
+    put(f, "tenant_b", ds_b, "b_med", "Ibuprofen", "Pain reliever for tenant b.");
+    assert_string_equal(put(f, "tenant_a", ds, "bad", "FAIL", "Embedding fails here."),
+                        "created");
+    assert_int_equal(vectors_of(f, "tenant_a"), 2);
+    assert_int_equal(vectors_of(f, "tenant_b"), 1);
+
+    /* "analgesic" shares no word with any document: only similarity finds
+     * the pain reliever; tenant b's twin is never seen. */
+    search(f, "tenant_a", "analgesic", 0.3, &r);
+    assert_true(r.vectors);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.hits[0].doc_id, "med_001");
+    assert_true(r.hits[0].bm25 == 0 && r.hits[0].similarity > 0.3);
+    assert_true(r.hits[0].score == r.hits[0].similarity);
+    sx_rag_result_clear(&r);
+
+    /* Both signals: "pain water" ranks the aspirin first (BM25 and
+     * similarity agree); the chunk from before the embedder is BM25-only. */
+    search(f, "tenant_a", "pain water", 0, &r);
+    assert_true(r.n >= 3);
+    assert_string_equal(r.hits[0].doc_id, "med_001");
+    assert_true(r.hits[0].bm25 > 0 && r.hits[0].similarity > 0);
+    sx_rag_result_clear(&r);
+
+    /* Another model's space: the stored vectors are ignored. */
+    sx_rag_set_embedder(f->rag, toy_embed, NULL, "toy-2", 16);
+    assert_int_equal(search(f, "tenant_a", "analgesic", 0, &r), 0);
+    sx_rag_result_clear(&r);
+    sx_rag_set_embedder(f->rag, toy_embed, NULL, "toy-1", 16);
+
+    /* Deleting the document deletes its vector. */
+    assert_int_equal(sx_rag_doc_delete(f->rag, "tenant_a", ds, "med_001"), 0);
+    assert_int_equal(vectors_of(f, "tenant_a"), 1);
+    assert_int_equal(search(f, "tenant_a", "analgesic", 0.3, &r), 0);
+    sx_rag_result_clear(&r);
+    sx_rag_set_embedder(f->rag, NULL, NULL, NULL, 0);
+}
+
 /* Tenant ids the index cannot name are refused, never put into SQL. */
 static void test_bad_tenant_id(void **state)
 {
@@ -544,6 +655,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pruning_is_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pruning_matches_deep_ranking, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_ids_carry_column_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vectors_fused_with_bm25, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_tenant_id, setup, teardown),
     };
 

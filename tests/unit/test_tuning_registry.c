@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -17,36 +16,7 @@
 #include "base/err.h"
 #include "tuning/registry.h"
 
-static char fixtures[4096];
-
-static int have_fixtures(void)
-{
-    const char *d = getenv("SYNAPSEX_FIXTURES");
-    struct stat st;
-
-    snprintf(fixtures, sizeof(fixtures), "%s", d ? d : "../shared/fixtures");
-    return stat(fixtures, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static char *slurp(const char *rel, size_t *len)
-{
-    char path[8192];
-    FILE *f;
-    char *buf;
-    long n;
-
-    snprintf(path, sizeof(path), "%s/%s", fixtures, rel);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)n);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
+#include "engine_fixture.h"
 
 /* Two local models: "tiny" (llama f32) and "qwen" (qwen2 q8_0). */
 static sx_model *llama, *qwen;
@@ -94,18 +64,11 @@ static void test_registry(void **state)
     uint64_t bytes;
 
     (void)state;
-    if (!have_fixtures()) {
-        printf("skipped: fixtures absent\n");
-        skip();
-    }
-    llama = sx_model_load(strcat(strcpy(path, fixtures), "/models/tiny-llama-f32.gguf"), NULL,
-                          err, sizeof(err));
-    qwen = sx_model_load(strcat(strcpy(path, fixtures), "/models/tiny-qwen2-q8_0.gguf"), NULL,
-                         err, sizeof(err));
-    assert_non_null(llama);
-    assert_non_null(qwen);
-    lora = slurp("models/lora-tiny-llama.gguf", &len);
-    qlora = slurp("models/lora-tiny-qwen2.gguf", &qlen);
+    NEED_FIXTURES();
+    llama = load_model("models/tiny-llama-f32.gguf");
+    qwen = load_model("models/tiny-qwen2-q8_0.gguf");
+    lora = read_fixture("models/lora-tiny-llama.gguf", &len);
+    qlora = read_fixture("models/lora-tiny-qwen2.gguf", &qlen);
     assert_non_null(mkdtemp(dir));
     o.data_dir = dir;
     store = sx_store_open(NULL, dir, 4, err, sizeof(err));
@@ -247,16 +210,11 @@ static void test_pinned_and_remote(void **state)
     uint64_t bytes;
 
     (void)state;
-    if (!have_fixtures()) {
-        printf("skipped: fixtures absent\n");
-        skip();
-    }
-    llama = sx_model_load(strcat(strcpy(path, fixtures), "/models/tiny-llama-f32.gguf"), NULL,
-                          err, sizeof(err));
-    assert_non_null(llama);
+    NEED_FIXTURES();
+    llama = load_model("models/tiny-llama-f32.gguf");
     qwen = NULL;
-    lora = slurp("models/lora-tiny-llama.gguf", &len);
-    model = slurp("models/tiny-llama-f32.gguf", &mlen);
+    lora = read_fixture("models/lora-tiny-llama.gguf", &len);
+    model = read_fixture("models/tiny-llama-f32.gguf", &mlen);
     assert_non_null(mkdtemp(dir));
     o.data_dir = dir;
     store = sx_store_open(NULL, dir, 4, err, sizeof(err));
