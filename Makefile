@@ -4,8 +4,8 @@
 #
 # Sources are found by wildcard, so a new file in src/<module>/ needs no edit here.
 # The engine (src/engine/) is its own library: it links against nothing above it.
-# Files named *_avx2.c and *_avx512.c get the matching -m flags; the code chooses
-# between them at run time.
+# Files named *_avx2.c, *_avx512.c and *_amx.c get the matching -m flags; the
+# code chooses between them at run time.
 
 CC       ?= cc
 BUILD    ?= build
@@ -17,6 +17,8 @@ CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -Isrc -pthrea
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 AVX2     := -mavx2 -mfma -mf16c
 AVX512   := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+AMX      := -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl -mavx512dq \
+            -mavx512vnni -mfma -mf16c
 
 ENGINE_SRC  := $(wildcard src/engine/*.c)
 GATEWAY_SRC := $(filter-out src/main.c $(ENGINE_SRC),$(wildcard src/*/*.c))
@@ -35,6 +37,10 @@ $(BUILD)/obj/%_avx2.o: %_avx2.c
 $(BUILD)/obj/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX512) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%_amx.o: %_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AMX) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,6 +1,7 @@
 /* Single-thread micro-benchmark of the Q8_0 matmul kernels: the per-row dot
- * path against the matrix path, for 1, 8 and 128 activation rows, on a
- * matrix that fits in cache and on one that streams from memory. Times are
+ * path against the AVX-512 and (where the CPU has it) AMX matrix paths,
+ * for 1 to 128 activation rows, on a matrix that fits in cache and (up to 8
+ * rows) on one that streams from memory. Times are
  * thread CPU time, best of several repetitions, so that other load on a
  * shared machine disturbs them less than wall time would.
  * Build: cc -O2 -Isrc bench/engine/kernel_bench.c build/libsxengine.a -lm */
@@ -38,19 +39,21 @@ int main(int argc, char **argv)
 
     if (rows_big < rows_small)
         rows_big = rows_small;
-    static const int nxs[] = {1, 8, 128};
+    static const int nxs[] = {1, 8, 16, 32, 128};
+    /* the matrix paths compared: AVX-512 and, where present, AMX */
+    const sx_kernels *mats[2] = {sx_kernels_avx512(), sx_kernels_amx()};
     size_t wrow = (size_t)n / 32 * 34;
     size_t rb = sx_act_row_bytes(SX_GGML_Q8_0, n);
     uint8_t *w = malloc(wrow * (size_t)rows_big);
     float *x = malloc(sizeof(float) * 128 * (size_t)n);
     void *act = aligned_alloc(64, 128 * rb);
-    void *pk = aligned_alloc(64, sx_pack_q8_bytes(n, 128));
+    void *pk = aligned_alloc(64, mats[1] ? mats[1]->pack_q8_bytes(n, 128)
+                                         : sx_pack_q8_bytes(n, 128));
     float *out = malloc(sizeof(float) * 128 * (size_t)rows_big);
-    void *work = aligned_alloc(64, (sx_mat_work_bytes(n, 64) + 63) / 64 * 64);
+    void *work = aligned_alloc(64, (k->mat_work_bytes(n, 64) + 63) / 64 * 64);
 
-    if (!k->mat_q8_0) {
-        fprintf(stderr, "kernel_bench: %s kernels have no matrix path\n",
-                k->name);
+    if (!mats[0]) {
+        fprintf(stderr, "kernel_bench: no AVX-512 matrix path here\n");
         return 1;
     }
     for (size_t i = 0; i < wrow * (size_t)rows_big; i++)
@@ -62,17 +65,16 @@ int main(int argc, char **argv)
     for (int i = 0; i < 128 * n; i++)
         x[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
     sx_act_prepare(k, SX_GGML_Q8_0, x, (size_t)n, 128, n, act);
-    k->pack_q8(x, (size_t)n, 128, n, pk);
 
     for (int big = 0; big < 2; big++) {
         int nr = big ? rows_big : rows_small;
         double gb = (double)wrow * nr / 1e9;
 
         for (size_t xi = 0; xi < sizeof(nxs) / sizeof(nxs[0]); xi++) {
-            int nx = nxs[xi], reps = big ? 3 : (nx == 128 ? 3 : 30);
-            double best_dot = 1e9, best_mat = 1e9;
+            int nx = nxs[xi], reps = big ? 3 : (nx >= 16 ? 5 : 30);
+            double best_dot = 1e9, best_mat[2] = {1e9, 1e9};
 
-            if (big && nx == 128)
+            if (big && nx > 8)
                 continue;
             for (int rep = 0; rep < reps; rep++) {
                 double t = cpu_s();
@@ -80,19 +82,24 @@ int main(int argc, char **argv)
                 dot_path(k, n, w, wrow, nr, act, rb, nx, out);
                 t = cpu_s() - t;
                 best_dot = t < best_dot ? t : best_dot;
-                t = cpu_s();
-                for (int r = 0; r < nr; r += 64)
-                    k->mat_q8_0(n, w + (size_t)r * wrow, wrow,
-                                nr - r < 64 ? nr - r : 64, pk, nx,
-                                out + r, (size_t)nr, work);
-                t = cpu_s() - t;
-                best_mat = t < best_mat ? t : best_mat;
+                for (int m = 0; m < 2 && mats[m]; m++) {
+                    mats[m]->pack_q8(x, (size_t)n, nx, n, pk);
+                    t = cpu_s();
+                    for (int r = 0; r < nr; r += 64)
+                        mats[m]->mat_q8_0(n, w + (size_t)r * wrow, wrow,
+                                          nr - r < 64 ? nr - r : 64, pk, nx,
+                                          out + r, (size_t)nr, work);
+                    t = cpu_s() - t;
+                    best_mat[m] = t < best_mat[m] ? t : best_mat[m];
+                }
             }
-            printf("%-5s rows %6d nx %3d: dot %8.3f ms (%5.1f GB/s)  "
-                   "mat %8.3f ms (%5.1f GB/s)  %.2fx\n",
+            printf("%-5s rows %6d nx %3d: dot %8.3f ms (%5.1f GB/s)",
                    big ? "big" : "small", nr, nx, best_dot * 1e3,
-                   gb / best_dot, best_mat * 1e3, gb / best_mat,
-                   best_dot / best_mat);
+                   gb / best_dot);
+            for (int m = 0; m < 2 && mats[m]; m++)
+                printf("  %s %8.3f ms %5.2fx", mats[m]->name,
+                       best_mat[m] * 1e3, best_dot / best_mat[m]);
+            printf("\n");
         }
     }
     free(w);

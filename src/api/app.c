@@ -26,6 +26,16 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
         return NULL;
     }
 
+    /* Limitation: limits live in this process; the Redis backend that lets
+     * several processes share them is a later piece of work. Refusing the
+     * option beats silently running with per-process limits. */
+    if (cfg->redis_url && cfg->redis_url[0]) {
+        snprintf(err, errlen, "--redis / redis: the Redis limiter backend is not built yet; "
+                              "remove the option (limits are kept in this process)");
+        free(app);
+        return NULL;
+    }
+
     /* 1. The store: one connection per HTTP worker plus a few for
      * background work. The rag module's SQLite functions are registered
      * first so that every connection has them. */

@@ -144,8 +144,10 @@ const sx_kernels *sx_kernels_best(void)
     if (chosen)
         return chosen;
     want = getenv("SX_KERNELS");
-    k = sx_kernels_avx512();
-    if (!k || (want && strcmp(want, "avx512") != 0))
+    k = sx_kernels_amx();
+    if (!k || (want && strcmp(want, "amx") != 0))
+        k = sx_kernels_avx512();
+    if (!k || (want && strcmp(want, k->name) != 0))
         k = sx_kernels_avx2();
     if (!k || (want && strcmp(want, k->name) != 0))
         k = &scalar;

@@ -33,7 +33,7 @@ typedef void (*sx_mat_fn)(int n, const void *w, size_t ws, int nr,
                           void *work);
 
 typedef struct sx_kernels {
-    const char *name;              /* "scalar", "avx2", "avx512" */
+    const char *name;              /* "scalar", "avx2", "avx512", "amx" */
     sx_dot_fn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0;
     void (*quantize_q8)(const float *x, sx_q8_block *y, int n);
     /* The matrix path for Q8_0 / Q4_0 weights, NULL in tables without one:
@@ -51,7 +51,10 @@ const sx_kernels *sx_kernels_scalar(void);
 /* NULL when this CPU lacks the instructions. */
 const sx_kernels *sx_kernels_avx2(void);
 const sx_kernels *sx_kernels_avx512(void);
-/* The fastest table this CPU runs; SX_KERNELS=scalar|avx2|avx512 in the
+/* The avx512 table with AMX tiles for matmuls of many activation rows
+ * (prefill); NULL without AMX-INT8 or when Linux refuses the tile state. */
+const sx_kernels *sx_kernels_amx(void);
+/* The fastest table this CPU runs; SX_KERNELS=scalar|avx2|avx512|amx in the
  * environment overrides the choice (for benchmarks and bisecting). */
 const sx_kernels *sx_kernels_best(void);
 

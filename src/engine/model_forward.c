@@ -92,17 +92,22 @@ static size_t mm_work_bytes(const sx_model *m, int widest)
     return (k->mat_work_bytes(widest, MM_ROWS) + 63) / 64 * 64;
 }
 
-/* The activation area: prepared or packed activations of T rows (packed Q8
- * takes 6 bytes a value per pair of rows), then the matmul tasks' work. */
-static size_t act_prep_bytes(int T, int widest)
+/* The activation area: prepared or packed activations of T rows (prepared
+ * rows take at most 4 bytes a value and a block header; packed ones what
+ * the table's pack_q8_bytes says), then the matmul tasks' work. */
+static size_t act_prep_bytes(const sx_model *m, int T, int widest)
 {
-    return ((size_t)(T + 1) * (size_t)(widest + 16) * sizeof(float) + 63) /
-           64 * 64;
+    const sx_kernels *k = m->kern;
+    size_t prep = (size_t)(T + 1) * (size_t)(widest + 16) * sizeof(float);
+
+    if (k->pack_q8_bytes && k->pack_q8_bytes(widest, T) > prep)
+        prep = k->pack_q8_bytes(widest, T);
+    return (prep + 63) / 64 * 64;
 }
 
 static size_t act_floats(const sx_model *m, int T, int widest, int nth)
 {
-    return (act_prep_bytes(T, widest) +
+    return (act_prep_bytes(m, T, widest) +
             (size_t)(MM_TASKS * nth) * mm_work_bytes(m, widest)) /
            sizeof(float);
 }
@@ -326,7 +331,7 @@ static void matmul(chunk *c, act_cache *ac, const sx_wmat *w, const float *x,
 
         j.work_bytes = mm_work_bytes(c->m, widest);
         j.work = (uint8_t *)c->s->act +
-                 act_prep_bytes(c->s->cap_tokens, widest);
+                 act_prep_bytes(c->m, c->s->cap_tokens, widest);
     }
     sx_pool_run_tasks(c->pool, tasks, mm_worker, &j);
 }

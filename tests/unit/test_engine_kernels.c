@@ -1,5 +1,6 @@
 /* Kernel tests: the AVX2 and AVX-512 dot products against the scalar
- * reference for every weight type and every batch width 1..8; fp16/bf16
+ * reference for every weight type and every batch width 1..8; the AVX-512
+ * and AMX matrix paths against the scalar dot; fp16/bf16
  * conversions against the hardware; Q8 activation rounding; Q4_0/Q8_0
  * weight quantization round trips; the thread pool. */
 #include <immintrin.h>
@@ -120,22 +121,41 @@ static void test_avx512_matches_scalar(void **state)
     compare_tables(k);
 }
 
-/* The matrix path: every tile shape (rows 1..9 and 13, activation rows
- * 1..11, 16 and 17) against the scalar dot, bit for bit, on Q8_0 and Q4_0
- * with the activations packed by the table's own quantizer. */
-static void test_mat_matches_scalar(void **state)
+/* Weight rows whose scales are 1 and whose values are random integers
+ * (Q8_0: -127..127, Q4_0: all nibbles), so every dot is an exact integer. */
+static void *make_int_weights(int type, int n)
+{
+    size_t bytes = (size_t)n / SX_QK * (size_t)sx_ggml_type_size(type);
+    uint8_t *w = malloc(bytes);
+
+    for (int b = 0; b < n / SX_QK; b++) {
+        uint8_t *blk = w + (size_t)b * (size_t)sx_ggml_type_size(type);
+
+        memcpy(blk, &(uint16_t){0x3c00}, 2);
+        for (int i = 0; i < (type == SX_GGML_Q8_0 ? SX_QK : SX_QK / 2); i++)
+            blk[2 + i] = type == SX_GGML_Q8_0
+                             ? (uint8_t)(int8_t)(frand() * 127.0f)
+                             : (uint8_t)(frand() * 127.0f + 128.0f);
+    }
+    return w;
+}
+
+/* The matrix path of table k: every tile shape (weight rows 1..9, 13..33 in
+ * steps of 4; activation rows 1..11, 16, 17, 32 and 33) against the scalar
+ * dot on Q8_0 and Q4_0, the activations packed by the table's own
+ * quantizer. integers: weights and activations are integers with scale 1,
+ * so every sum is exact whatever its order and the results must be equal
+ * bit for bit; otherwise they differ by at most tol * (1 + |scalar|) (0:
+ * bit for bit). */
+static void check_mat(const sx_kernels *k, int integers, float tol)
 {
     static const int types[] = {SX_GGML_Q8_0, SX_GGML_Q4_0};
     static const int sizes[] = {32, 96, 896};
-    static const int nxs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17};
-    const sx_kernels *ref = sx_kernels_scalar(), *k = sx_kernels_best();
-    enum { MAXR = 13, MAXX = 17 };
+    static const int nxs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 32,
+                              33};
+    const sx_kernels *ref = sx_kernels_scalar();
+    enum { MAXR = 35, MAXX = 33 };
 
-    (void)state;
-    if (!k->mat_q8_0) {
-        printf("skipped: the %s kernels have no matrix path\n", k->name);
-        skip();
-    }
     for (size_t ti = 0; ti < 2; ti++)
         for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
             int type = types[ti], n = sizes[si];
@@ -143,18 +163,23 @@ static void test_mat_matches_scalar(void **state)
             size_t rb = sx_act_row_bytes(type, n);
             float *wsrc = malloc((size_t)MAXR * n * sizeof(float));
             float *x = malloc((size_t)MAXX * n * sizeof(float));
-            void *w = make_weights(type, MAXR * n, wsrc);
+            void *w = integers ? make_int_weights(type, MAXR * n)
+                               : make_weights(type, MAXR * n, wsrc);
             void *act = aligned_alloc(64, (MAXX * rb + 63) / 64 * 64);
             void *pk = aligned_alloc(64, k->pack_q8_bytes(n, MAXX));
             void *work = aligned_alloc(64, (k->mat_work_bytes(n, MAXR) + 63)
                                                / 64 * 64);
-            float ref_out[MAXR][MAXX], out[MAXX][MAXR];
+            static float ref_out[MAXR][MAXX], out[MAXX][MAXR];
 
             for (int i = 0; i < MAXX * n; i++)
-                x[i] = frand() * (i % 5 == 0 ? 8.0f : 1.0f);
-            x[3] = 0.0f;
-            for (int i = 0; i < 32; i++) /* an all-zero block */
-                x[n + i] = 0.0f;
+                x[i] = integers ? (i % SX_QK == 0 ? 127.0f
+                                                  : rintf(frand() * 127.0f))
+                                : frand() * (i % 5 == 0 ? 8.0f : 1.0f);
+            if (!integers) {
+                x[3] = 0.0f;
+                for (int i = 0; i < 32; i++) /* an all-zero block */
+                    x[n + i] = 0.0f;
+            }
             sx_act_prepare(ref, type, x, (size_t)n, MAXX, n, act);
             for (int r = 0; r < MAXR; r++)
                 for (int j = 0; j < MAXX; j += 8)
@@ -176,9 +201,12 @@ static void test_mat_matches_scalar(void **state)
                                             nr > MAXR ? work : NULL);
                     for (int j = 0; j < nx; j++)
                         for (int r = 0; r < rows; r++)
-                            if (memcmp(&out[j][r], &ref_out[r][j], 4))
-                                fail_msg("%s mat n=%d nr=%d nx=%d [%d][%d]: "
-                                         "%g vs scalar %g",
+                            if (tol == 0.0f
+                                    ? memcmp(&out[j][r], &ref_out[r][j], 4)
+                                    : !(fabsf(out[j][r] - ref_out[r][j]) <=
+                                        tol * (1.0f + fabsf(ref_out[r][j]))))
+                                fail_msg("%s %s mat n=%d nr=%d nx=%d "
+                                         "[%d][%d]: %g vs scalar %g", k->name,
                                          sx_ggml_type_name(type), n, nr, nx,
                                          r, j, out[j][r], ref_out[r][j]);
                 }
@@ -190,6 +218,37 @@ static void test_mat_matches_scalar(void **state)
             free(pk);
             free(work);
         }
+}
+
+/* The AVX-512 matrix path keeps the scalar float order: bit for bit. */
+static void test_mat_matches_scalar(void **state)
+{
+    const sx_kernels *k = sx_kernels_avx512();
+
+    (void)state;
+    if (!k) {
+        printf("skipped: no AVX-512 on this CPU\n");
+        skip();
+    }
+    check_mat(k, 0, 0.0f);
+    check_mat(k, 1, 0.0f);
+}
+
+/* The AMX path sums the blocks in another order (one product per block
+ * instead of eight lanes): its integer block dots are exact, so integer
+ * data gives the scalar result bit for bit, and random data agrees to
+ * 1e-5 relative. Below 16 activation rows it is the AVX-512 path. */
+static void test_amx_matches_scalar(void **state)
+{
+    const sx_kernels *k = sx_kernels_amx();
+
+    (void)state;
+    if (!k) {
+        printf("skipped: no AMX-INT8 on this CPU (or not granted)\n");
+        skip();
+    }
+    check_mat(k, 1, 0.0f);
+    check_mat(k, 0, 1e-5f);
 }
 
 /* The table's activation quantizer equals the scalar one. */
@@ -409,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_avx2_matches_scalar),
         cmocka_unit_test(test_avx512_matches_scalar),
         cmocka_unit_test(test_mat_matches_scalar),
+        cmocka_unit_test(test_amx_matches_scalar),
         cmocka_unit_test(test_quantize_table),
         cmocka_unit_test(test_extreme_blocks),
         cmocka_unit_test(test_fp16_conversions),
