@@ -161,41 +161,88 @@ scale_add(const int32_t *c, const float *wd, __m512 xd, __m512 *acc)
     }
 }
 
+/* C = the int32 dots of block b of 16 weight rows and 16 activation rows
+ * (tile registers c, a, bt). */
+#define BLOCK_DOTS(c, a, bt, b)                                             \
+    do {                                                                    \
+        TZERO(c);                                                           \
+        TLOAD(a, w + (size_t)(b) * sizeof(sx_block_q8_0) + 2, (long)ws);    \
+        TLOAD(bt, x[b].q, 4 * TN);                                          \
+        TDP(c, a, bt);                                                      \
+    } while (0)
+
+/* Writes the 16 x 16 results acc[r] lane t as out[t * ldo + r], t < nt:
+ * a transpose in registers (pairs of values, then quads, then 128-bit
+ * lanes). */
+static inline __attribute__((always_inline)) void
+store_transposed(const __m512 *acc, float *out, size_t ldo, int nt)
+{
+    __m512 t[16], u[16];
+
+#pragma GCC unroll 8
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(acc[i], acc[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(acc[i], acc[i + 1]);
+    }
+    /* u[4g + e], 128-bit lane k: rows 4g..4g+3 of column 4k + e */
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        __m512d a = _mm512_castps_pd(t[4 * g]),
+                b = _mm512_castps_pd(t[4 * g + 1]),
+                c = _mm512_castps_pd(t[4 * g + 2]),
+                d = _mm512_castps_pd(t[4 * g + 3]);
+
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; e++) {
+        __m512 x0 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x44),
+               x1 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xee),
+               y0 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x44),
+               y1 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xee);
+        __m512 col[4] = {_mm512_shuffle_f32x4(x0, y0, 0x88),
+                         _mm512_shuffle_f32x4(x0, y0, 0xdd),
+                         _mm512_shuffle_f32x4(x1, y1, 0x88),
+                         _mm512_shuffle_f32x4(x1, y1, 0xdd)};
+
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            if (4 * k + e < nt)
+                _mm512_storeu_ps(out + (size_t)(4 * k + e) * ldo, col[k]);
+    }
+}
+
 /* 16 Q8_0 weight rows (ws bytes apart, float scales in wd[b][r]) against
- * one group of 16 packed activation rows: acc[r] lane t = dot(row r, t). */
+ * the first nt of a group of 16 packed activation rows: out[t * ldo + r] =
+ * dot(row r, t). The dots of the next block are under way while one
+ * block's are scaled. */
 static void tile16(const uint8_t *w, size_t ws, const float *wd, int nb,
-                   const amx_block *x, __m512 *acc)
+                   const amx_block *x, float *out, size_t ldo, int nt)
 {
     int32_t c[2][TM * TN] __attribute__((aligned(64)));
-    int b = 0;
+    __m512 acc[TM];
 
+#pragma GCC unroll 16
     for (int r = 0; r < TM; r++)
         acc[r] = _mm512_setzero_ps();
-    for (; b + 1 < nb; b += 2) {
-        const uint8_t *wb = w + (size_t)b * sizeof(sx_block_q8_0) + 2;
-
-        TZERO(TC0);
-        TLOAD(TA0, wb, (long)ws);
-        TLOAD(TB0, x[b].q, 4 * TN);
-        TDP(TC0, TA0, TB0);
-        TZERO(TC1);
-        TLOAD(TA1, wb + sizeof(sx_block_q8_0), (long)ws);
-        TLOAD(TB1, x[b + 1].q, 4 * TN);
-        TDP(TC1, TA1, TB1);
+    BLOCK_DOTS(TC0, TA0, TB0, 0);
+    for (int b = 0; b < nb; b += 2) {
+        if (b + 1 < nb)
+            BLOCK_DOTS(TC1, TA1, TB1, b + 1);
         TSTORE(TC0, c[0], 4 * TN);
+        if (b + 2 < nb)
+            BLOCK_DOTS(TC0, TA0, TB0, b + 2);
         scale_add(c[0], wd + (size_t)b * TM, _mm512_load_ps(x[b].d), acc);
-        TSTORE(TC1, c[1], 4 * TN);
-        scale_add(c[1], wd + (size_t)(b + 1) * TM,
-                  _mm512_load_ps(x[b + 1].d), acc);
+        if (b + 1 < nb) {
+            TSTORE(TC1, c[1], 4 * TN);
+            scale_add(c[1], wd + (size_t)(b + 1) * TM,
+                      _mm512_load_ps(x[b + 1].d), acc);
+        }
     }
-    if (b < nb) {
-        TZERO(TC0);
-        TLOAD(TA0, w + (size_t)b * sizeof(sx_block_q8_0) + 2, (long)ws);
-        TLOAD(TB0, x[b].q, 4 * TN);
-        TDP(TC0, TA0, TB0);
-        TSTORE(TC0, c[0], 4 * TN);
-        scale_add(c[0], wd + (size_t)b * TM, _mm512_load_ps(x[b].d), acc);
-    }
+    store_transposed(acc, out, ldo, nt);
 }
 
 /* --- matrices ------------------------------------------------------------- */
@@ -218,6 +265,8 @@ static void amx_mat(int type, int n, const void *w, size_t ws, int nr,
     const uint8_t *wr = w;
     const amx_block *xa;
     int nb = n / SX_QK, full = nr / TM * TM, groups = (nx + TN - 1) / TN;
+    size_t wbytes = type == SX_GGML_Q8_0 ? sizeof(sx_block_q8_0)
+                                         : sizeof(sx_block_q4_0);
     float wd[MAX_NB * TM];
 
     if (nx < AMX_MIN_NX || nb > MAX_NB || (type != SX_GGML_Q8_0 && !work)) {
@@ -235,26 +284,23 @@ static void amx_mat(int type, int n, const void *w, size_t ws, int nr,
             rows = work;
             rs = (size_t)nb * sizeof(sx_block_q8_0);
         }
-        for (int r = 0; r < TM; r++)
-            for (int b = 0; b < nb; b++) {
+        for (int b = 0; b < nb; b++)      /* the 16 rows side by side */
+            for (int r = 0; r < TM; r++) {
                 uint16_t h;
 
                 memcpy(&h, rows + (size_t)r * rs +
                                 (size_t)b * sizeof(sx_block_q8_0), 2);
                 wd[(size_t)b * TM + r] = _cvtsh_ss(h);
+                if (r0 + TM < full)           /* the next 16 rows */
+                    _mm_prefetch((const char *)wr + (size_t)(r0 + TM + r) * ws +
+                                     (size_t)b * wbytes,
+                                 _MM_HINT_T1);
             }
         for (int g = 0; g < groups; g++) {
-            __m512 acc[TM];
-            float t[TM][TN] __attribute__((aligned(64)));
             int nt = nx - g * TN < TN ? nx - g * TN : TN;
 
-            tile16(rows, rs, wd, nb, xa + (size_t)g * nb, acc);
-            for (int r = 0; r < TM; r++)
-                _mm512_store_ps(t[r], acc[r]);
-            for (int j = 0; j < nt; j++)
-                for (int r = 0; r < TM; r++)
-                    out[(size_t)(g * TN + j) * ldo + (size_t)(r0 + r)] =
-                        t[r][j];
+            tile16(rows, rs, wd, nb, xa + (size_t)g * nb,
+                   out + (size_t)(g * TN) * ldo + (size_t)r0, ldo, nt);
         }
     }
     _tile_release();
