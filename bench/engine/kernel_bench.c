@@ -39,7 +39,7 @@ int main(int argc, char **argv)
 
     if (rows_big < rows_small)
         rows_big = rows_small;
-    static const int nxs[] = {1, 8, 16, 32, 128};
+    static const int nxs[] = {1, 8, 9, 16, 32, 128};
     /* the matrix paths compared: AVX-512 and, where present, AMX */
     const sx_kernels *mats[2] = {sx_kernels_avx512(), sx_kernels_amx()};
     size_t wrow = (size_t)n / 32 * 34;

@@ -14,6 +14,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The rag module's embedder: a local model's pooled embeddings. */
+static int rag_embed(void *ctx, const char *text, size_t len, float *out, int dim)
+{
+    return sx_backend_embed_text(ctx, text, len, out, dim);
+}
+
+/* Installs the first local model of the catalogue as the rag module's
+ * embedder, so that chunks get vectors; none: BM25 alone. */
+static void rag_embedder_install(struct sx_app *app)
+{
+    sx_catalog *c = sx_serving_catalog(app->serving);
+
+    for (size_t i = 0; i < sx_catalog_count(c); i++) {
+        sx_backend *b = sx_catalog_at(c, i);
+        int dim = sx_backend_embed_dim(b);
+
+        if (dim > 0) {
+            sx_rag_set_embedder(app->rag, rag_embed, b, sx_backend_name(b), dim);
+            SX_INFO("app", "rag: chunks get %d-dim vectors from model %s", dim,
+                    sx_backend_name(b));
+            return;
+        }
+    }
+}
+
 struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen)
 {
     struct sx_tenancy_options topt = {0};
@@ -80,6 +105,7 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
     app->rag = sx_rag_open(app->store, app->tenancy, NULL, err, errlen);
     if (!app->rag)
         goto fail;
+    rag_embedder_install(app);
     SX_INFO("app", "store %s ready", sx_store_backend(app->store));
     return app;
 
@@ -134,6 +160,8 @@ void sx_app_close(struct sx_app *app)
 {
     if (!app)
         return;
+    if (app->rag) /* the embedder is a model of the catalogue */
+        sx_rag_set_embedder(app->rag, NULL, NULL, NULL, 0);
     sx_serving_close(app->serving); /* settles what it cancels */
     sx_rag_close(app->rag);
     sx_registry_close(app->adapters); /* after the jobs holding adapters */

@@ -123,6 +123,16 @@ typedef void (*sx_embed_done)(void *ctx, const float *vecs, int dim, int64_t tok
 int sx_backend_embed(sx_backend *b, const char *const *inputs, size_t n, sx_embed_done done,
                      void *ctx, struct sx_gen_error *e);
 
+/* The embedding size of a local model; 0 for a backend that cannot embed
+ * in this process (upstream). */
+int sx_backend_embed_dim(const sx_backend *b);
+/* One text's embedding from a local model, waited for on the caller's
+ * thread (the rag module's embedder): text longer than the model's context
+ * is cut to its leading tokens. dim floats into out. 0, SX_EUNSUPPORTED
+ * (not a local model), SX_EINVAL (dim is not the model's, empty text),
+ * SX_ENOMEM or SX_EIO (the engine failed). */
+int sx_backend_embed_text(sx_backend *b, const char *text, size_t len, float *out, int dim);
+
 /* Estimated tokens of text for a backend: exact with a local tokenizer,
  * else 1 per 4 bytes. */
 int64_t sx_backend_count_tokens(sx_backend *b, const char *text, size_t len);

@@ -30,6 +30,7 @@ struct embed_req {
     size_t n;
     sx_embed_done done;
     void *ctx;
+    bool truncate; /* cut inputs to the context instead of refusing them */
 };
 
 struct local {
@@ -348,6 +349,8 @@ static void embed_one(struct local *l, struct embed_req *r)
         int rc = sx_tokenizer_tokenize(l->tok, r->inputs[i], strlen(r->inputs[i]), true,
                                        false, &ids, &n);
 
+        if (rc == 0 && r->truncate && (int)n > l->n_ctx)
+            n = (size_t)l->n_ctx; /* the leading tokens stand for the text */
         if (rc == 0 && (n == 0 || (int)n > l->n_ctx)) {
             free(ids);
             sx_gen_fail(&e, SX_ETOOBIG, 400, "context_length_exceeded", "input",
@@ -424,6 +427,92 @@ static int lo_embed(sx_backend *b, const char *const *inputs, size_t n, sx_embed
     pthread_cond_signal(&l->ecv);
     pthread_mutex_unlock(&l->emu);
     return 0;
+}
+
+/* One text's embedding, waited for (the rag module's embedder). */
+struct embed_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    float *out;
+    int dim;
+};
+
+static void embed_wait_done(void *ctx, const float *vecs, int dim, int64_t tokens,
+                            const struct sx_gen_error *e)
+{
+    struct embed_wait *w = ctx;
+
+    (void)tokens;
+    pthread_mutex_lock(&w->mu);
+    if (e)
+        w->rc = e->status == 400 ? SX_EINVAL : e->status == 503 ? SX_EBUSY : SX_EIO;
+    else if (dim != w->dim)
+        w->rc = SX_EINVAL;
+    else
+        memcpy(w->out, vecs, (size_t)dim * sizeof(float));
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int sx_backend_embed_dim(const sx_backend *b)
+{
+    const struct local *l = (const struct local *)b;
+
+    if (!b || strcmp(b->kind, "local") != 0 || !b->embeddings)
+        return 0;
+    return sx_model_get_info(l->model)->n_embd;
+}
+
+int sx_backend_embed_text(sx_backend *b, const char *text, size_t len, float *out, int dim)
+{
+    struct local *l = (struct local *)b;
+    struct embed_wait w = {.out = out, .dim = dim};
+    struct embed_req *r;
+    size_t cap;
+
+    if (sx_backend_embed_dim(b) == 0)
+        return SX_EUNSUPPORTED;
+    if (!text || !out || dim != sx_backend_embed_dim(b))
+        return SX_EINVAL;
+
+    /* A token takes at least a byte, so more than 8 bytes per token of
+     * context is never needed; cut at a UTF-8 character's start. */
+    cap = (size_t)l->n_ctx * 8;
+    if (len > cap) {
+        len = cap;
+        while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+            len--;
+    }
+    if (!(r = calloc(1, sizeof(*r))) || !(r->inputs = calloc(1, sizeof(char *))) ||
+        !(r->inputs[0] = strndup(text, len))) {
+        embed_req_free(r);
+        return SX_ENOMEM;
+    }
+    r->n = 1;
+    r->done = embed_wait_done;
+    r->ctx = &w;
+    r->truncate = true;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    pthread_mutex_lock(&l->emu);
+    if (l->etail)
+        l->etail->next = r;
+    else
+        l->ehead = r;
+    l->etail = r;
+    pthread_cond_signal(&l->ecv);
+    pthread_mutex_unlock(&l->emu);
+
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return w.rc;
 }
 
 /* ---- life cycle ------------------------------------------------------------ */

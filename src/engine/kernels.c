@@ -123,6 +123,12 @@ static void dot_q4_0(int n, const void *w, const void *x, size_t xs, int nx,
     }
 }
 
+static void axpy_f32(int n, float a, const float *x, float *y)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
 static const sx_kernels scalar = {
     .name = "scalar",
     .dot_f32 = dot_f32,
@@ -131,6 +137,7 @@ static const sx_kernels scalar = {
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
     .quantize_q8 = sx_quantize_q8,
+    .axpy_f32 = axpy_f32,
 };
 
 const sx_kernels *sx_kernels_scalar(void) { return &scalar; }

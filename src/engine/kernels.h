@@ -36,6 +36,9 @@ typedef struct sx_kernels {
     const char *name;              /* "scalar", "avx2", "avx512", "amx" */
     sx_dot_fn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0;
     void (*quantize_q8)(const float *x, sx_q8_block *y, int n);
+    /* y[i] += a * x[i] for i < n, rounded as the scalar expression is
+     * (a multiply, then an add: no fused multiply-add). */
+    void (*axpy_f32)(int n, float a, const float *x, float *y);
     /* The matrix path for Q8_0 / Q4_0 weights, NULL in tables without one:
      * pack_q8 quantizes nx rows of n floats (x_stride floats apart) once
      * per matmul into pack_q8_bytes(n, nx) bytes (64-byte aligned), which

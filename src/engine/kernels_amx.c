@@ -2,8 +2,9 @@
  * weights against many activation rows (prefill): one tile multiply gives
  * the exact int32 block dots of 16 weight rows and 16 activation rows, and
  * AVX-512 then adds each dot times its two scales into float accumulators.
- * Fewer rows than AMX_MIN_NX, and rows left over from the 16-row tiles, go
- * through the AVX-512 matrix kernels, which this table builds on. */
+ * Fewer activation rows than AMX_MIN_NX, calls without a work area and
+ * weight rows left over from the 16-row tiles go through the AVX-512 matrix
+ * kernels, which this table builds on. */
 #include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
@@ -14,9 +15,11 @@
 #include "engine/gguf.h"
 #include "engine/kernels.h"
 
-/* Activation rows from which a matmul takes the tiles (kernel_bench: AMX is
- * faster from 16 rows on; decode batches of up to 8 stay on AVX-512, so a
- * batch gives the same numbers as each sequence alone). */
+/* Activation rows from which a matmul takes the tiles (kernel_bench: 2.9x
+ * AVX-512 at 16 rows, 2x already at 9). Below, the AVX-512 path: decode
+ * batches of a few sequences, and short prompts batched together, then
+ * give each sequence's numbers bit for bit (test_engine_lora runs 3 x 3
+ * tokens against 3 alone). */
 #define AMX_MIN_NX 16
 #define TM 16                /* weight rows per tile */
 #define TN 16                /* activation rows per tile */
@@ -247,32 +250,35 @@ static void tile16(const uint8_t *w, size_t ws, const float *wd, int nb,
 
 /* --- matrices ------------------------------------------------------------- */
 
+/* The work area of the tiles: the float scales of 16 rows (wd[b][r]),
+ * then, for Q4_0, the 16 rows widened to Q8_0. The AVX-512 kernel reuses
+ * it for the rows left over. */
 static size_t amx_work_bytes(int n, int nr)
 {
-    size_t q4 = (size_t)TM * (size_t)(n / SX_QK) * sizeof(sx_block_q8_0);
+    size_t nb = (size_t)(n / SX_QK);
+    size_t tiles = nb * TM * sizeof(float) + nb * TM * sizeof(sx_block_q8_0);
     size_t avx = sx_mat_work_bytes(n, nr);
 
-    return avx > q4 ? avx : q4;
+    return avx > tiles ? avx : tiles;
 }
 
 static void amx_mat(int type, int n, const void *w, size_t ws, int nr,
                     const void *packed, int nx, float *out, size_t ldo,
                     void *work)
 {
-    enum { MAX_NB = 1024 };
     sx_mat_fn avx = type == SX_GGML_Q8_0 ? sx_mat_q8_0_avx512
                                          : sx_mat_q4_0_avx512;
     const uint8_t *wr = w;
     const amx_block *xa;
     int nb = n / SX_QK, full = nr / TM * TM, groups = (nx + TN - 1) / TN;
-    size_t wbytes = type == SX_GGML_Q8_0 ? sizeof(sx_block_q8_0)
-                                         : sizeof(sx_block_q4_0);
-    float wd[MAX_NB * TM];
+    float *wd = work;
+    sx_block_q8_0 *q8;
 
-    if (nx < AMX_MIN_NX || nb > MAX_NB || (type != SX_GGML_Q8_0 && !work)) {
+    if (nx < AMX_MIN_NX || !work) {
         avx(n, w, ws, nr, packed, nx, out, ldo, work);
         return;
     }
+    q8 = (sx_block_q8_0 *)(wd + (size_t)nb * TM);
     xa = (const amx_block *)((const uint8_t *)packed + amx_offset(n, nx));
     load_tile_cfg();
     for (int r0 = 0; r0 < full; r0 += TM) {
@@ -280,8 +286,8 @@ static void amx_mat(int type, int n, const void *w, size_t ws, int nr,
         size_t rs = ws;
 
         if (type == SX_GGML_Q4_0) {
-            q4_to_q8(rows, ws, nb, work);
-            rows = work;
+            q4_to_q8(rows, ws, nb, q8);
+            rows = (const uint8_t *)q8;
             rs = (size_t)nb * sizeof(sx_block_q8_0);
         }
         for (int b = 0; b < nb; b++)      /* the 16 rows side by side */
@@ -291,10 +297,6 @@ static void amx_mat(int type, int n, const void *w, size_t ws, int nr,
                 memcpy(&h, rows + (size_t)r * rs +
                                 (size_t)b * sizeof(sx_block_q8_0), 2);
                 wd[(size_t)b * TM + r] = _cvtsh_ss(h);
-                if (r0 + TM < full)           /* the next 16 rows */
-                    _mm_prefetch((const char *)wr + (size_t)(r0 + TM + r) * ws +
-                                     (size_t)b * wbytes,
-                                 _MM_HINT_T1);
             }
         for (int g = 0; g < groups; g++) {
             int nt = nx - g * TN < TN ? nx - g * TN : TN;

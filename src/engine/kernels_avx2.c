@@ -126,6 +126,20 @@ static void dot_q4_0(int n, const void *w, const void *x, size_t xs, int nx,
         out[j] = hsum(acc[j]);
 }
 
+static void axpy_f32(int n, float a, const float *x, float *y)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        __m256 p = _mm256_mul_ps(va, _mm256_loadu_ps(x + i));
+
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), p));
+    }
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
 static const sx_kernels avx2 = {
     .name = "avx2",
     .dot_f32 = dot_f32,
@@ -134,6 +148,7 @@ static const sx_kernels avx2 = {
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
     .quantize_q8 = sx_quantize_q8,
+    .axpy_f32 = axpy_f32,
 };
 
 const sx_kernels *sx_kernels_avx2(void)

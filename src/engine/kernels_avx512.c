@@ -125,6 +125,20 @@ static void dot_q4_0(int n, const void *w, const void *x, size_t xs, int nx,
         out[j] = hsum8(acc[j]);
 }
 
+static void axpy_f32(int n, float a, const float *x, float *y)
+{
+    __m512 va = _mm512_set1_ps(a);
+
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+
+        _mm512_mask_storeu_ps(
+            y + i, m,
+            _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i),
+                          _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, x + i))));
+    }
+}
+
 static const sx_kernels avx512 = {
     .name = "avx512",
     .dot_f32 = dot_f32,
@@ -133,6 +147,7 @@ static const sx_kernels avx512 = {
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
     .quantize_q8 = sx_quantize_q8_avx512,
+    .axpy_f32 = axpy_f32,
     .pack_q8_bytes = sx_pack_q8_bytes,
     .mat_work_bytes = sx_mat_work_bytes,
     .pack_q8 = sx_pack_q8_avx512,

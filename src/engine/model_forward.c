@@ -237,15 +237,20 @@ static void mm_store(const mm_job *j, int r0, int nr, int x0, int nx,
         float *y = (j->yrows ? j->yrows[x0 + i]
                              : j->y + (size_t)(x0 + i) * j->ldy) + r0;
         const float *o = out + (size_t)i * ldo;
+        const float *b = j->bias ? j->bias + r0 : NULL;
 
-        for (int r = 0; r < nr; r++) {
-            float b = j->bias ? j->bias[r0 + r] : 0.0f;
-
-            if (j->accumulate)
-                y[r] += o[r] + b;
-            else
-                y[r] = o[r] + b;
-        }
+        /* the tests of the loop hoisted: this runs for every output */
+        if (!b && !j->accumulate)
+            memcpy(y, o, (size_t)nr * sizeof(float));
+        else if (!b)
+            for (int r = 0; r < nr; r++)
+                y[r] += o[r];
+        else if (!j->accumulate)
+            for (int r = 0; r < nr; r++)
+                y[r] = o[r] + b[r];
+        else
+            for (int r = 0; r < nr; r++)
+                y[r] += o[r] + b[r];
     }
 }
 
@@ -343,6 +348,7 @@ static void attn_worker(void *ctx, int ith, int nth)
     const chunk *c = ctx;
     const sx_model_info *mi = &c->m->info;
     sx_dot_fn dot = c->m->kern->dot_f32;
+    void (*axpy)(int, float, const float *, float *) = c->m->kern->axpy_f32;
     int hd = mi->head_dim, group = mi->n_head / mi->n_head_kv;
     int units = c->T * mi->n_head, lo, hi;
     size_t kv_stride = (size_t)(mi->n_head_kv * hd) * sizeof(float);
@@ -378,13 +384,9 @@ static void attn_worker(void *ctx, int ith, int nth)
             sum += sc[p];
         }
         memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p < n; p++) {
-            const float *vv = sx_kv_v(seq, c->layer, p) + (size_t)kvh * hd;
-            float wgt = sc[p] / sum;
-
-            for (int i = 0; i < hd; i++)
-                out[i] += wgt * vv[i];
-        }
+        for (int p = 0; p < n; p++)
+            axpy(hd, sc[p] / sum,
+                 sx_kv_v(seq, c->layer, p) + (size_t)kvh * hd, out);
     }
 }
 
@@ -404,6 +406,24 @@ static void add_rows(float *x, const float *d, int T, int n)
 {
     for (size_t i = 0; i < (size_t)T * (size_t)n; i++)
         x[i] += d[i];
+}
+
+/* gate = silu(gate) * up over the chunk's T x n_ff values, part ith of nth
+ * (the threads share the work from SWIGLU_SPLIT values on: prefill). */
+#define SWIGLU_SPLIT 16384
+static void swiglu_worker(void *ctx, int ith, int nth)
+{
+    const chunk *c = ctx;
+    float *gate = c->s->ff_gate;
+    const float *up = c->s->ff_up;
+    int lo, hi;
+
+    sx_pool_split(c->T * c->m->info.n_ff, 16, ith, nth, &lo, &hi);
+    for (int i = lo; i < hi; i++) {
+        float g = gate[i];
+
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
 }
 
 /* The LoRA update of one matrix whose input x has rows ldx floats apart. */
@@ -487,11 +507,10 @@ static void forward_layer(chunk *c, const sx_layer *L)
         sx_lora_apply(m->lora_ws, c->pool, m->kern, c->layer, 2, gu, s->h, E,
                       ys, ld);
     }
-    for (size_t i = 0; i < (size_t)T * F; i++) {
-        float g = s->ff_gate[i];
-
-        s->ff_gate[i] = g / (1.0f + expf(-g)) * s->ff_up[i];
-    }
+    if ((size_t)T * (size_t)F >= SWIGLU_SPLIT)
+        sx_pool_run(c->pool, swiglu_worker, c);
+    else
+        swiglu_worker(c, 0, 1);
     if (!lora) {
         matmul(c, &ac, &L->down, s->ff_gate, T, s->x, NULL, NULL, 1);
     } else {

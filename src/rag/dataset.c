@@ -236,6 +236,13 @@ static json_t *dataset_row_json(sx_db *db, sx_stmt *st)
     }
     if (cnt)
         sx_stmt_done(cnt);
+    /* Chunks with an embedding vector (of any model). */
+    cnt = sx_db_query(db, "SELECT count(*) FROM rag_chunks c JOIN rag_vectors v ON "
+                          "v.chunk_id = c.id WHERE c.dataset_id = $1", "t", id);
+    if (cnt && sx_stmt_step(cnt) == SX_STORE_ROW)
+        json_object_set_new(o, "vector_count", json_integer(sx_stmt_int(cnt, 0)));
+    if (cnt)
+        sx_stmt_done(cnt);
     return o;
 }
 

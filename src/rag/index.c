@@ -732,9 +732,12 @@ static int run_pass(const struct plan *pl, double need, struct sx_rag_cand *out,
         else if (f.node[root].kind == F_FALSE)
             return 0; /* no chunk can reach need */
     }
-    /* 2. Every term, scored, AND-ed with the formula, all within the
-     * searchable columns (not ds); then the datasets. */
-    rc |= append(expr, sizeof(expr), &eu, "{title text meta} : ((");
+    /* 2. Every term, scored, AND-ed with the formula; then the datasets.
+     * No column filter: FTS5 would read every candidate's positions to
+     * apply it. A term met only in ds (a query of 20 digits) makes its
+     * chunk a candidate that scores nothing for it (sx_rag_bm25 counts
+     * title, text and meta only), so the results are unchanged. */
+    rc |= append(expr, sizeof(expr), &eu, "((");
     for (i = 0; i < pl->k; i++)
         rc |= append(expr, sizeof(expr), &eu, "%s\"%s\"", i ? " OR " : "", pl->p[i].term);
     rc |= append(expr, sizeof(expr), &eu, ")");

@@ -322,10 +322,14 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
     fuse(cand, n_cand, ideal, vec, n_vec, fz, &n_fz);
 
     /* 4. Keep those scoring at least the threshold, with their text and
-     * metadata. A score is the better of the two normalised signals. */
+     * metadata. The score is the normalised BM25 alone: similarity only
+     * reorders. Mean-pooled hidden states of a chat model are anisotropic
+     * (unrelated texts often have cosine 0.8 or more), so a threshold on
+     * them would mean different things per model and would let unrelated
+     * chunks into every prompt. */
     for (i = 0; i < n_fz && out->n < (size_t)top_k; i++) {
         struct sx_rag_hit *h = &out->hits[out->n];
-        double s = fz[i].norm > fz[i].sim ? fz[i].norm : fz[i].sim;
+        double s = fz[i].norm;
 
         s = s < 0 ? 0 : s > 1 ? 1 : s;
         if (s < q->threshold) {

@@ -168,3 +168,36 @@ def test_rag_context_counts_as_prompt_tokens():
         assert a["usage"]["prompt_tokens"] > b["usage"]["prompt_tokens"] + 20, (a, b)
     finally:
         stop_synapsex(srv)
+
+
+@pytest.mark.skipif(tiny_model() is None, reason="skipped: fixtures absent")
+def test_local_model_embeds_chunks():
+    """With a local model the rag module gets the engine's pooled
+    embeddings: every uploaded chunk has a vector (dataset inspect counts
+    them, a long document's chunks too, cut to the model's context), and
+    search fuses vectors with BM25 while still finding the right document."""
+    srv = start_synapsex(["--model", f"synapsex-chat={tiny_model()}"])
+    try:
+        api = Api(srv)
+        long_doc = {"doc_id": "manual", "title": "Pharmacy manual",
+                    "text": " ".join(f"Section {i} explains storage rules for tablets."
+                                     for i in range(300))}
+        t, key = pharmacy(api, docs=(ASPIRIN, long_doc))
+        ds = api.aget(f"/tenants/{t['id']}/datasets").json()["data"][0]["id"]
+        info = api.aget(f"/tenants/{t['id']}/datasets/{ds}").json()
+        assert info["chunk_count"] > 2, info
+        assert info["vector_count"] == info["chunk_count"], info
+        r = api.post(f"/tenants/{t['id']}/datasets/search", key=key,
+                     json={"query": "aspirin pain reliever", "top_k": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["vectors"] is True, body
+        assert body["data"][0]["doc_id"] == "med_001", body
+        assert -1 <= body["data"][0]["similarity"] <= 1, body
+        # A query far longer than the model's context is cut, not refused.
+        r = api.post(f"/tenants/{t['id']}/datasets/search", key=key,
+                     json={"query": "aspirin " + "1234567890" * 800, "top_k": 1})
+        assert r.status_code == 200, r.text
+        assert r.json()["vectors"] is True, r.text
+    finally:
+        stop_synapsex(srv)

@@ -237,7 +237,9 @@ static void test_mat_matches_scalar(void **state)
 /* The AMX path sums the blocks in another order (one product per block
  * instead of eight lanes): its integer block dots are exact, so integer
  * data gives the scalar result bit for bit, and random data agrees to
- * 1e-5 relative. Below 16 activation rows it is the AVX-512 path. */
+ * 1e-5 relative. It takes 16 activation rows or more and a work area (the
+ * calls with nr > MAXR, 18..34 rows: one or two tiles and rows left over
+ * for the AVX-512 path); the other calls are the AVX-512 path. */
 static void test_amx_matches_scalar(void **state)
 {
     const sx_kernels *k = sx_kernels_amx();
@@ -249,6 +251,31 @@ static void test_amx_matches_scalar(void **state)
     }
     check_mat(k, 1, 0.0f);
     check_mat(k, 0, 1e-5f);
+}
+
+/* axpy_f32 of every table equals the scalar one bit for bit (a multiply,
+ * then an add), for lengths around the vector widths. */
+static void test_axpy(void **state)
+{
+    const sx_kernels *tabs[3] = {sx_kernels_avx2(), sx_kernels_avx512(),
+                                 sx_kernels_amx()};
+    float x[70], y0[70], y1[70];
+
+    (void)state;
+    for (int n = 0; n <= 70; n++)
+        for (int t = 0; t < 3; t++) {
+            float a = frand() * 3.0f;
+
+            if (!tabs[t])
+                continue;
+            for (int i = 0; i < 70; i++) {
+                x[i] = frand();
+                y0[i] = y1[i] = frand();
+            }
+            sx_kernels_scalar()->axpy_f32(n, a, x, y0);
+            tabs[t]->axpy_f32(n, a, x, y1);
+            assert_memory_equal(y0, y1, sizeof(y0));
+        }
 }
 
 /* The table's activation quantizer equals the scalar one. */
@@ -470,6 +497,7 @@ int main(void)
         cmocka_unit_test(test_mat_matches_scalar),
         cmocka_unit_test(test_amx_matches_scalar),
         cmocka_unit_test(test_quantize_table),
+        cmocka_unit_test(test_axpy),
         cmocka_unit_test(test_extreme_blocks),
         cmocka_unit_test(test_fp16_conversions),
         cmocka_unit_test(test_quantize),

@@ -595,13 +595,18 @@ static void test_vectors_fused_with_bm25(void **state)
     assert_int_equal(vectors_of(f, "tenant_b"), 1);
 
     /* "analgesic" shares no word with any document: only similarity finds
-     * the pain reliever; tenant b's twin is never seen. */
-    search(f, "tenant_a", "analgesic", 0.3, &r);
+     * the pain reliever, and tenant b's twin is never seen. Similarity
+     * reorders but scores nothing, so the hit passes no positive
+     * threshold: an uncalibrated cosine must not put text in a prompt. */
+    search(f, "tenant_a", "analgesic", 0, &r);
     assert_true(r.vectors);
-    assert_int_equal(r.n, 1);
+    assert_int_equal(r.n, 2);
     assert_string_equal(r.hits[0].doc_id, "med_001");
     assert_true(r.hits[0].bm25 == 0 && r.hits[0].similarity > 0.3);
-    assert_true(r.hits[0].score == r.hits[0].similarity);
+    assert_true(r.hits[0].score == 0);
+    sx_rag_result_clear(&r);
+    search(f, "tenant_a", "analgesic", 0.3, &r);
+    assert_int_equal(r.n, 0);
     sx_rag_result_clear(&r);
 
     /* Both signals: "pain water" ranks the aspirin first (BM25 and
@@ -627,6 +632,34 @@ static void test_vectors_fused_with_bm25(void **state)
 }
 
 /* Tenant ids the index cannot name are refused, never put into SQL. */
+/* The dataset token (unscored column ds) is not searchable text: a query
+ * of exactly those digits matches no chunk, alone or beside a real word. */
+static void test_dataset_token_not_searchable(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32], token[64], q[128];
+    sx_db *db;
+    sx_stmt *st;
+
+    dataset(f, "tenant_a", "tok", 1, ds);
+    put(f, "tenant_a", ds, "d1", "Ibuprofen", "Ibuprofen reduces fever.");
+    put(f, "tenant_a", ds, "d2", "Soap", "Soap cleans hands.");
+    db = sx_store_acquire(f->store);
+    st = sx_db_query(db, "SELECT index_token FROM rag_datasets WHERE id = $1", "t", ds);
+    assert_non_null(st);
+    assert_int_equal(sx_stmt_step(st), SX_STORE_ROW);
+    snprintf(token, sizeof(token), "%s", sx_stmt_text(st, 0));
+    sx_stmt_done(st);
+    sx_store_release(f->store, db);
+    assert_int_equal(search(f, "tenant_a", token, 0, &r), 0);
+    sx_rag_result_clear(&r);
+    snprintf(q, sizeof(q), "%s fever", token);
+    assert_int_equal(search(f, "tenant_a", q, 0, &r), 1);
+    assert_string_equal(r.hits[0].doc_id, "d1");
+    sx_rag_result_clear(&r);
+}
+
 static void test_bad_tenant_id(void **state)
 {
     struct fx *f = *state;
@@ -656,6 +689,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pruning_matches_deep_ranking, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_ids_carry_column_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vectors_fused_with_bm25, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dataset_token_not_searchable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_tenant_id, setup, teardown),
     };
 
