@@ -5,10 +5,11 @@
 # the Portkey gateway (npm @portkey-ai/gateway 1.15.2) in front of the same
 # loopback mock upstream (mock_upstream.c, a few microseconds per answer).
 #
-#   bench/gateway/run.sh [--rounds N] [--seconds S]
+#   bench/gateway/run.sh [--rounds N] [--seconds S] [--ledger-sync full|normal|both]
 #
 # Each round measures, at concurrency 1 and 64 (wrk), the mock directly,
-# then synapsex, then Portkey; medians over the rounds are printed. Added
+# then synapsex (one instance per ledger_sync mode asked for; both by
+# default: "synapsex-full" and "synapsex-normal"), then Portkey; medians over the rounds are printed. Added
 # latency = a gateway's p50/p99 minus the mock's own at the same
 # concurrency. Needs wrk (apt) and node + npm.
 set -euo pipefail
@@ -18,11 +19,19 @@ root=$(cd "$here/../.." && pwd)
 out="$root/bench/out/gateway"
 rounds=3
 seconds=5
+syncs="full normal"
 while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    --ledger-sync)
+        case "$2" in
+        full|normal) syncs=$2 ;;
+        both) syncs="full normal" ;;
+        *) echo "--ledger-sync takes full, normal or both" >&2; exit 2 ;;
+        esac
+        shift 2 ;;
+    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -30,7 +39,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 command -v node >/dev/null || { echo "node is missing" >&2; exit 1; }
 
 mkdir -p "$out"
-rm -rf "$out/data"
+rm -rf "$out"/data*
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -44,22 +53,29 @@ cc -O2 -Wall -Wextra -o "$out/mock_upstream" "$here/mock_upstream.c"
 [ -d "$here/node_modules/@portkey-ai/gateway" ] || (cd "$here" && npm install --no-audit --no-fund --silent)
 
 # 2. Start the mock, synapsex (in front of it) and Portkey.
-mock_port=$(free_port); sx_port=$(free_port); pk_port=$(free_port)
+mock_port=$(free_port); pk_port=$(free_port)
 "$out/mock_upstream" "$mock_port" & pids+=($!)
 admin="sk-admin-$(head -c 64 /dev/urandom | base64 | tr -dc A-Za-z0-9 | head -c 43)"
-SYNAPSEX_ADMIN_KEY=$admin "$root/build/synapsex" serve --listen "127.0.0.1:$sx_port" \
-    --data "$out/data" --log-level warn --upstream "synapsex-chat=http://127.0.0.1:$mock_port/v1" \
-    > "$out/synapsex.log" 2>&1 & pids+=($!)
+declare -A sx_port sx_key
+for sync in $syncs; do
+    sx_port[$sync]=$(free_port)
+    SYNAPSEX_ADMIN_KEY=$admin "$root/build/synapsex" serve \
+        --listen "127.0.0.1:${sx_port[$sync]}" --data "$out/data-$sync" --log-level warn \
+        --ledger-sync "$sync" --upstream "synapsex-chat=http://127.0.0.1:$mock_port/v1" \
+        > "$out/synapsex-$sync.log" 2>&1 & pids+=($!)
+done
 node "$here/node_modules/@portkey-ai/gateway/build/start-server.js" --port="$pk_port" \
     > "$out/portkey.log" 2>&1 & pids+=($!)
-wait_http "http://127.0.0.1:$sx_port/healthz"
+for sync in $syncs; do wait_http "http://127.0.0.1:${sx_port[$sync]}/healthz"; done
 wait_http "http://127.0.0.1:$pk_port/"
 
 # 3. A tenant with governance on and limits high enough not to refuse.
-tenant=$(curl -s "http://127.0.0.1:$sx_port/v1/tenants" -H "Authorization: Bearer $admin" \
-    -H 'Content-Type: application/json' \
-    -d '{"name":"Bench","slug":"bench","tier":"enterprise","settings":{"rate_limit_rpm":1000000000,"custom_system_prompt":"You help a pharmacy."}}')
-key=$(echo "$tenant" | /usr/bin/python3 -c 'import json,sys;print(json.load(sys.stdin)["api_key"])')
+for sync in $syncs; do
+    tenant=$(curl -s "http://127.0.0.1:${sx_port[$sync]}/v1/tenants" \
+        -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+        -d '{"name":"Bench","slug":"bench","tier":"enterprise","settings":{"rate_limit_rpm":1000000000,"custom_system_prompt":"You help a pharmacy."}}')
+    sx_key[$sync]=$(echo "$tenant" | /usr/bin/python3 -c 'import json,sys;print(json.load(sys.stdin)["api_key"])')
+done
 
 # 4. Rounds: each target at c=1 and c=64, after a warm-up of each.
 run_wrk() { # target conc -> "rps p50_us p99_us non200"
@@ -79,7 +95,10 @@ print(float(m.group(1)) if m else 0.0, us("50"), us("99"), int(bad.group(1)) if 
 results="$out/results.txt"
 : > "$results"
 seconds_main=$seconds; seconds=1
-H_AUTHORIZATION="Bearer $key" run_wrk "http://127.0.0.1:$sx_port/v1/chat/completions" 4 >/dev/null
+for sync in $syncs; do
+    H_AUTHORIZATION="Bearer ${sx_key[$sync]}" \
+        run_wrk "http://127.0.0.1:${sx_port[$sync]}/v1/chat/completions" 4 >/dev/null
+done
 H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
     H_X_PORTKEY_CUSTOM_HOST="http://127.0.0.1:$mock_port/v1" \
     run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" 4 >/dev/null
@@ -87,7 +106,11 @@ seconds=$seconds_main
 for r in $(seq "$rounds"); do
     for conc in 1 64; do
         echo "mock $conc $(run_wrk "http://127.0.0.1:$mock_port/v1/chat/completions" "$conc")" >> "$results"
-        echo "synapsex $conc $(H_AUTHORIZATION="Bearer $key" run_wrk "http://127.0.0.1:$sx_port/v1/chat/completions" "$conc")" >> "$results"
+        for sync in $syncs; do
+            echo "synapsex-$sync $conc $(H_AUTHORIZATION="Bearer ${sx_key[$sync]}" \
+                run_wrk "http://127.0.0.1:${sx_port[$sync]}/v1/chat/completions" "$conc")" \
+                >> "$results"
+        done
         echo "portkey $conc $(H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
             H_X_PORTKEY_CUSTOM_HOST="http://127.0.0.1:$mock_port/v1" \
             run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" "$conc")" >> "$results"
@@ -99,21 +122,23 @@ done
 /usr/bin/python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+names = ["mock"] + sorted({r[0] for r in rows if r[0].startswith("synapsex")}) + ["portkey"]
 med = {}
-for name in ("mock", "synapsex", "portkey"):
+for name in names:
     for c in ("1", "64"):
         rs = [r for r in rows if r[0] == name and r[1] == c]
         med[name, c] = [statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4)] + \
                        [sum(int(r[5]) for r in rs)]
-print(f"{'gateway':10} {'conc':>4} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} "
+print(f"{'gateway':16} {'conc':>4} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} "
       f"{'added p50':>10} {'added p99':>10} {'non-200':>8}")
 for c in ("1", "64"):
     base = med["mock", c]
-    for name in ("mock", "synapsex", "portkey"):
+    for name in names:
         rps, p50, p99, bad = med[name, c]
         add = "" if name == "mock" else f"{p50 - base[1]:10.0f} {p99 - base[2]:10.0f}"
-        print(f"{name:10} {c:>4} {rps:10.0f} {p50:9.0f} {p99:9.0f} {add:>21} {bad:8d}")
+        print(f"{name:16} {c:>4} {rps:10.0f} {p50:9.0f} {p99:9.0f} {add:>21} {bad:8d}")
 for c in ("1", "64"):
-    print(f"c={c}: synapsex / portkey requests/s = "
-          f"{med['synapsex', c][0] / med['portkey', c][0]:.1f}x")
+    for name in names[1:-1]:
+        print(f"c={c}: {name} / portkey requests/s = "
+              f"{med[name, c][0] / med['portkey', c][0]:.1f}x")
 PY

@@ -34,6 +34,7 @@ struct sx_serving {
     pthread_cond_t cv;
     struct sx_serving_task *head, *tail;
     bool stop;
+    _Atomic int running; /* generations between start and done */
 };
 
 /* One request in flight. Two references: the request's (dropped when the
@@ -229,13 +230,24 @@ static int on_delta(void *ctx, const char *text, size_t len, json_t *lp)
 
 static void finish_task(struct sx_serving_task *t);
 
+/* A generation that ends alone (no other one in flight) on an upstream
+ * backend is finished on the backend's I/O thread itself: the hand-off to
+ * a finisher costs a thread wake-up (tens of microseconds) and there is no
+ * commit group to gather. While others run, the I/O thread must keep
+ * moving their bytes, so the finishers settle (and group) theirs. Local
+ * models always hand off: their thread is the engine's batch loop. */
 static void on_done(void *ctx, const struct sx_gen_result *res)
 {
     struct gen *g = ctx;
+    struct sx_serving *s = g->app->serving;
+    bool alone = atomic_fetch_sub(&s->running, 1) == 1;
 
     g->res = *res;
     g->task.run = finish_task;
-    sx_serving_post(g->app->serving, &g->task);
+    if (alone && !g->adapter && strcmp(sx_backend_kind(g->backend), "upstream") == 0)
+        finish_task(&g->task);
+    else
+        sx_serving_post(s, &g->task);
 }
 
 static void on_close(void *ctx)
@@ -709,7 +721,9 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
     }
     sx_http_set_user(r, g, gen_unref);
     sink.ctx = g;
+    atomic_fetch_add(&app->serving->running, 1);
     if (sx_backend_start(b, job, &sink, &id, &e)) {
+        atomic_fetch_sub(&app->serving->running, 1);
         job = NULL;
         sx_meter_release(app->meter, g->grant);
         g->grant = NULL;

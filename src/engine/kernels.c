@@ -125,8 +125,17 @@ static void dot_q4_0(int n, const void *w, const void *x, size_t xs, int nx,
 
 static void axpy_f32(int n, float a, const float *x, float *y)
 {
+    for (int i = 0; i < n; i++) {
+        float p = a * x[i];  /* own statement: clang would fuse a * x + y */
+
+        y[i] += p;
+    }
+}
+
+void sx_silu_mul_f32(int n, float *g, const float *u)
+{
     for (int i = 0; i < n; i++)
-        y[i] += a * x[i];
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static const sx_kernels scalar = {
@@ -138,6 +147,7 @@ static const sx_kernels scalar = {
     .dot_q4_0 = dot_q4_0,
     .quantize_q8 = sx_quantize_q8,
     .axpy_f32 = axpy_f32,
+    .silu_mul_f32 = sx_silu_mul_f32,
 };
 
 const sx_kernels *sx_kernels_scalar(void) { return &scalar; }

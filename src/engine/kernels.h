@@ -39,6 +39,9 @@ typedef struct sx_kernels {
     /* y[i] += a * x[i] for i < n, rounded as the scalar expression is
      * (a multiply, then an add: no fused multiply-add). */
     void (*axpy_f32)(int n, float a, const float *x, float *y);
+    /* g[i] = g[i] / (1 + e^-g[i]) * u[i] (SwiGLU) for i < n; the SIMD
+     * versions compute e^x to within a few ulp of expf. */
+    void (*silu_mul_f32)(int n, float *g, const float *u);
     /* The matrix path for Q8_0 / Q4_0 weights, NULL in tables without one:
      * pack_q8 quantizes nx rows of n floats (x_stride floats apart) once
      * per matmul into pack_q8_bytes(n, nx) bytes (64-byte aligned), which
@@ -61,8 +64,23 @@ const sx_kernels *sx_kernels_amx(void);
  * environment overrides the choice (for benchmarks and bisecting). */
 const sx_kernels *sx_kernels_best(void);
 
+/* The scalar silu_mul_f32 (glibc's expf), for tables without their own. */
+void sx_silu_mul_f32(int n, float *g, const float *u);
+
 /* The matrix kernel of a weight type, NULL when the table has none. */
 sx_mat_fn sx_kernels_mat(const sx_kernels *k, int weight_type);
+
+/* One block of the AVX-512 path's packed activations: two activation rows
+ * (a pair) side by side, so a zmm register holds both halves of a (weight
+ * row, pair) product. Half h of each field belongs to activation row
+ * 2p + h; pair p's blocks are n / 32 apart. */
+typedef struct sx_q8_pair_block {
+    int8_t qs[2][SX_QK];
+    int32_t init[2][8];      /* -128 * sum of q[4l..4l+3], lane l */
+    float d[2][8];           /* the activation scale, repeated */
+} sx_q8_pair_block;
+
+_Static_assert(sizeof(sx_q8_pair_block) == 192, "packed block layout");
 
 /* The AVX-512 matrix path (kernels_mat_avx512.c), for the avx512 table. */
 void sx_quantize_q8_avx512(const float *x, sx_q8_block *y, int n);

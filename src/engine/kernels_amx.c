@@ -8,6 +8,7 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -100,13 +101,7 @@ static size_t amx_pack_bytes(int n, int nx)
 static void amx_pack(const float *x, size_t x_stride, int nx, int n,
                      void *dst)
 {
-    /* must match pk_block of kernels_mat_avx512.c */
-    typedef struct pk_block {
-        int8_t qs[2][SX_QK];
-        int32_t init[2][8];
-        float d[2][8];
-    } pk_block;
-    const pk_block *pk = dst;
+    const sx_q8_pair_block *pk = dst;
     amx_block *ab;
     int nb = n / SX_QK, groups = (nx + TN - 1) / TN;
 
@@ -118,7 +113,7 @@ static void amx_pack(const float *x, size_t x_stride, int nx, int n,
         for (int b = 0; b < nb; b++, ab++) {
             for (int t = 0; t < TN; t++) {
                 int j = g * TN + t;
-                const pk_block *pb = pk + (size_t)(j / 2) * nb + b;
+                const sx_q8_pair_block *pb = pk + (size_t)(j / 2) * nb + b;
 
                 if (j >= nx) {
                     for (int k4 = 0; k4 < SX_QK / 4; k4++)
@@ -149,6 +144,16 @@ static void q4_to_q8(const uint8_t *w, size_t ws, int nb, sx_block_q8_0 *dst)
             }
         }
     }
+}
+
+/* The fp16 scales of one block of 16 rows (a gather: the rows' cache
+ * misses overlap) as floats; rows: the rows' byte offsets. */
+static inline __attribute__((always_inline)) __m512
+block_scales(const uint8_t *blk, __m512i rows)
+{
+    __m512i v = _mm512_i32gather_epi32(rows, blk, 1);
+
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
 }
 
 /* Adds the dots of block b (int32, 16 x 16 at c) times their scales. */
@@ -221,11 +226,16 @@ store_transposed(const __m512 *acc, float *out, size_t ldo, int nt)
 /* 16 Q8_0 weight rows (ws bytes apart, float scales in wd[b][r]) against
  * the first nt of a group of 16 packed activation rows: out[t * ldo + r] =
  * dot(row r, t). The dots of the next block are under way while one
- * block's are scaled. */
-static void tile16(const uint8_t *w, size_t ws, const float *wd, int nb,
-                   const amx_block *x, float *out, size_t ldo, int nt)
+ * block's are scaled. fill: the first group of these rows, which reads the
+ * weight scales into wd[b][r] for the others. */
+static void tile16(const uint8_t *w, size_t ws, float *wd, int nb,
+                   const amx_block *x, float *out, size_t ldo, int nt,
+                   int fill)
 {
     int32_t c[2][TM * TN] __attribute__((aligned(64)));
+    __m512i rows = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32((int)ws));
     __m512 acc[TM];
 
 #pragma GCC unroll 16
@@ -238,6 +248,12 @@ static void tile16(const uint8_t *w, size_t ws, const float *wd, int nb,
         TSTORE(TC0, c[0], 4 * TN);
         if (b + 2 < nb)
             BLOCK_DOTS(TC0, TA0, TB0, b + 2);
+        if (fill)
+            for (int i = b; i < b + 2 && i < nb; i++)
+                _mm512_store_ps(wd + (size_t)i * TM,
+                                block_scales(w + (size_t)i *
+                                                     sizeof(sx_block_q8_0),
+                                             rows));
         scale_add(c[0], wd + (size_t)b * TM, _mm512_load_ps(x[b].d), acc);
         if (b + 1 < nb) {
             TSTORE(TC1, c[1], 4 * TN);
@@ -274,7 +290,9 @@ static void amx_mat(int type, int n, const void *w, size_t ws, int nr,
     float *wd = work;
     sx_block_q8_0 *q8;
 
-    if (nx < AMX_MIN_NX || !work) {
+    /* the scale gather takes row offsets as int32 */
+    if (nx < AMX_MIN_NX || !work || ws > INT32_MAX / TM ||
+        (size_t)nb * sizeof(sx_block_q8_0) > INT32_MAX / TM) {
         avx(n, w, ws, nr, packed, nx, out, ldo, work);
         return;
     }
@@ -290,19 +308,12 @@ static void amx_mat(int type, int n, const void *w, size_t ws, int nr,
             rows = (const uint8_t *)q8;
             rs = (size_t)nb * sizeof(sx_block_q8_0);
         }
-        for (int b = 0; b < nb; b++)      /* the 16 rows side by side */
-            for (int r = 0; r < TM; r++) {
-                uint16_t h;
-
-                memcpy(&h, rows + (size_t)r * rs +
-                                (size_t)b * sizeof(sx_block_q8_0), 2);
-                wd[(size_t)b * TM + r] = _cvtsh_ss(h);
-            }
         for (int g = 0; g < groups; g++) {
             int nt = nx - g * TN < TN ? nx - g * TN : TN;
 
             tile16(rows, rs, wd, nb, xa + (size_t)g * nb,
-                   out + (size_t)(g * TN) * ldo + (size_t)r0, ldo, nt);
+                   out + (size_t)(g * TN) * ldo + (size_t)r0, ldo, nt,
+                   g == 0);
         }
     }
     _tile_release();

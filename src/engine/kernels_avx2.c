@@ -136,8 +136,11 @@ static void axpy_f32(int n, float a, const float *x, float *y)
 
         _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), p));
     }
-    for (; i < n; i++)
-        y[i] += a * x[i];
+    for (; i < n; i++) {
+        float p = a * x[i];  /* own statement: clang would fuse a * x + y */
+
+        y[i] += p;
+    }
 }
 
 static const sx_kernels avx2 = {
@@ -149,6 +152,7 @@ static const sx_kernels avx2 = {
     .dot_q4_0 = dot_q4_0,
     .quantize_q8 = sx_quantize_q8,
     .axpy_f32 = axpy_f32,
+    .silu_mul_f32 = sx_silu_mul_f32,
 };
 
 const sx_kernels *sx_kernels_avx2(void)

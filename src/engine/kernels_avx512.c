@@ -139,6 +139,51 @@ static void axpy_f32(int n, float a, const float *x, float *y)
     }
 }
 
+/* e^x for 16 floats: x = n ln2 + r with n = round(x / ln2) and |r| <=
+ * ln2 / 2 (ln2 in two parts, so r is exact to about 2^-32), e^r by its
+ * Taylor series to r^7 (truncation below 2^-26 relative), times 2^n. Inputs
+ * are clamped to [-104, 89]: beyond, e^x is 0 or infinite in float anyway
+ * (scalef gives the denormals, 0 and infinity). */
+static inline __m512 exp16(__m512 x)
+{
+    const __m512 ln2_hi = _mm512_set1_ps(0.693145751953125f);
+    const __m512 ln2_lo = _mm512_set1_ps(1.4286068203094172e-06f);
+    __m512 n, r, p;
+
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)),
+                      _mm512_set1_ps(89.0f));
+    n = _mm512_roundscale_ps(
+        _mm512_mul_ps(x, _mm512_set1_ps(1.442695040888963f)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static void silu_mul_f32(int n, float *g, const float *u)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+
+        _mm512_mask_storeu_ps(
+            g + i, m,
+            _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)),
+                          _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
 static const sx_kernels avx512 = {
     .name = "avx512",
     .dot_f32 = dot_f32,
@@ -148,6 +193,7 @@ static const sx_kernels avx512 = {
     .dot_q4_0 = dot_q4_0,
     .quantize_q8 = sx_quantize_q8_avx512,
     .axpy_f32 = axpy_f32,
+    .silu_mul_f32 = silu_mul_f32,
     .pack_q8_bytes = sx_pack_q8_bytes,
     .mat_work_bytes = sx_mat_work_bytes,
     .pack_q8 = sx_pack_q8_avx512,

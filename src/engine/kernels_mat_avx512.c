@@ -17,16 +17,7 @@
 #include "engine/gguf.h"
 #include "engine/kernels.h"
 
-/* One packed block: two activation rows (a pair) side by side, so a zmm
- * register holds both halves of a (weight row, pair) product. Half h of
- * each field belongs to activation row 2p + h. */
-typedef struct pk_block {
-    int8_t qs[2][SX_QK];
-    int32_t init[2][8];      /* -128 * sum of q[4l..4l+3], lane l */
-    float d[2][8];           /* the activation scale, repeated */
-} pk_block;
-
-_Static_assert(sizeof(pk_block) == 192, "packed block layout");
+typedef sx_q8_pair_block pk_block;
 
 #define TILE_ROWS 4          /* weight rows per register tile (pairs path) */
 #define TILE_PAIRS 4         /* activation pairs per register tile */

@@ -216,6 +216,7 @@ typedef struct mm_job {
     const sx_wmat *w;
     sx_dot_fn dot;
     sx_mat_fn mat;           /* matrix kernel (packed activations) or NULL */
+    void (*axpy)(int, float, const float *, float *);
     uint8_t *work;           /* per task: work_bytes for the matrix kernel */
     size_t work_bytes;
     const uint8_t *act;
@@ -239,18 +240,17 @@ static void mm_store(const mm_job *j, int r0, int nr, int x0, int nx,
         const float *o = out + (size_t)i * ldo;
         const float *b = j->bias ? j->bias + r0 : NULL;
 
-        /* the tests of the loop hoisted: this runs for every output */
-        if (!b && !j->accumulate)
+        /* this runs for every output: the vector axpy (1 * v is v) */
+        if (!j->accumulate) {
             memcpy(y, o, (size_t)nr * sizeof(float));
-        else if (!b)
-            for (int r = 0; r < nr; r++)
-                y[r] += o[r];
-        else if (!j->accumulate)
-            for (int r = 0; r < nr; r++)
-                y[r] = o[r] + b[r];
-        else
+            if (b)
+                j->axpy(nr, 1.0f, b, y);
+        } else if (!b) {
+            j->axpy(nr, 1.0f, o, y);
+        } else {
             for (int r = 0; r < nr; r++)
                 y[r] += o[r] + b[r];
+        }
     }
 }
 
@@ -306,6 +306,7 @@ static void matmul(chunk *c, act_cache *ac, const sx_wmat *w, const float *x,
         .w = w,
         .dot = sx_kernels_dot(k, w->type),
         .mat = mat,
+        .axpy = k->axpy_f32,
         .act = c->s->act,
         .act_bytes = sx_act_row_bytes(w->type, w->n_in),
         .nx = rows,
@@ -414,16 +415,10 @@ static void add_rows(float *x, const float *d, int T, int n)
 static void swiglu_worker(void *ctx, int ith, int nth)
 {
     const chunk *c = ctx;
-    float *gate = c->s->ff_gate;
-    const float *up = c->s->ff_up;
     int lo, hi;
 
     sx_pool_split(c->T * c->m->info.n_ff, 16, ith, nth, &lo, &hi);
-    for (int i = lo; i < hi; i++) {
-        float g = gate[i];
-
-        gate[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+    c->m->kern->silu_mul_f32(hi - lo, c->s->ff_gate + lo, c->s->ff_up + lo);
 }
 
 /* The LoRA update of one matrix whose input x has rows ldx floats apart. */

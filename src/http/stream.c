@@ -199,8 +199,9 @@ void sx_http_stream_resumed(sx_http_req *r)
 {
     sx_http_stream *st = r->stream;
     struct MHD_Response *resp;
-    int status, cancel;
-    char ctype[64];
+    int status, cancel, done = 0;
+    char ctype[64], *whole = NULL;
+    size_t whole_len = 0;
 
     pthread_mutex_lock(&st->mu);
     cancel = st->cancel && !st->begun;
@@ -213,6 +214,16 @@ void sx_http_stream_resumed(sx_http_req *r)
     }
     status = st->status;
     memcpy(ctype, st->ctype, sizeof(ctype));
+    if (!cancel && st->finished && st->off == 0) {
+        /* The producer already finished (a whole JSON body, usually): the
+         * response goes out with its length, headers and body in one
+         * write, instead of through the reader as chunks. */
+        done = 1;
+        whole = st->buf;
+        whole_len = st->len;
+        st->buf = NULL;
+        st->len = st->cap = 0;
+    }
     pthread_mutex_unlock(&st->mu);
 
     if (cancel) {
@@ -221,8 +232,13 @@ void sx_http_stream_resumed(sx_http_req *r)
                             "the server is shutting down; retry the request");
         return;
     }
-    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st,
-                                             NULL);
+    if (done)
+        resp = MHD_create_response_from_buffer_with_free_callback(whole_len, whole, free);
+    else
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read,
+                                                 st, NULL);
+    if (!resp)
+        free(whole);
     if (resp) {
         MHD_add_response_header(resp, "Content-Type", ctype);
         if (strncmp(ctype, "text/event-stream", 17) == 0) {

@@ -42,25 +42,19 @@
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define BM25_K1 1.2
-#define BM25_B 0.75
-#define N_COLS 3          /* title, text, meta */
+#define BM25_K1 SX_RAG_K1
+#define N_COLS SX_RAG_COLS /* title, text, meta */
 #define GUESS_FRACTION 0.5 /* first-pass guess of the k-th score / reference */
 #define FORMULA_TERMS 40   /* phrases in the candidate formula, at most */
 #define FORMULA_DEPTH 3    /* terms AND-ed in one branch, at most */
 #define STEMS_MAX 256
 
-static const double col_weight[N_COLS] = {2.0, 1.0, 1.0};
-
-/* A chunk id: a serial number above bit 32, then the token counts of its
- * title (9 bits), text (13 bits) and meta (10 bits), capped there. */
-#define ID_SERIAL_SHIFT 32
-static const int len_shift[N_COLS] = {23, 10, 0};
-static const int64_t len_mask[N_COLS] = {511, 8191, 1023};
+#define ID_SERIAL_SHIFT SX_RAG_ID_SERIAL_SHIFT
 
 /* ---- SQL functions ------------------------------------------------------- */
 
@@ -207,10 +201,10 @@ static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_c
         int len = 0;
 
         if (rowid >> ID_SERIAL_SHIFT)
-            len = (int)((rowid >> len_shift[c]) & len_mask[c]);
+            len = sx_rag_id_len(rowid, c);
         else
             api->xColumnSize(ctx, c, &len);
-        norm[c] = qs->avg_len[c] > 0 ? 1 - BM25_B + BM25_B * len / qs->avg_len[c] : 1;
+        norm[c] = sx_rag_norm(len, qs->avg_len[c]);
     }
 
     /* BM25F: per phrase, its weighted, length-normalised frequency over the
@@ -219,7 +213,6 @@ static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_c
     for (i = 0; i < qs->n; i++) {
         Fts5PhraseIter it;
         int col, off, tf[N_COLS] = {0};
-        double x = 0;
 
         if (score + qs->rest[i] < bar) {
             sqlite3_result_double(out, 0);
@@ -232,14 +225,56 @@ static void sx_rag_bm25(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_c
         for (; col >= 0; api->xPhraseNext(ctx, &it, &col, &off))
             if (col < N_COLS)
                 tf[col]++;
-        for (c = 0; c < N_COLS; c++)
-            if (tf[c] > 0)
-                x += col_weight[c] * tf[c] / norm[c];
-        if (x > 0)
-            score += qs->weight[i] * qs->idf[i] * x * (BM25_K1 + 1) / (x + BM25_K1);
+        score += sx_rag_term_score(tf, norm, qs->weight[i], qs->idf[i]);
     }
     top_push(qs, score);
     sqlite3_result_double(out, score);
+}
+
+/* sx_rag_tf(fts_table): the first phrase's frequency in the chunk's
+ * title, text and meta, 20 bits each (title lowest), for postings.c. */
+static void sx_rag_tf(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_context *out,
+                      int argc, sqlite3_value **argv)
+{
+    Fts5PhraseIter it;
+    int64_t tf[N_COLS] = {0};
+    int col, off;
+
+    (void)argc;
+    (void)argv;
+    if (api->xPhraseFirst(ctx, 0, &it, &col, &off) != SQLITE_OK) {
+        sqlite3_result_error(out, "sx_rag_tf: cannot read positions", -1);
+        return;
+    }
+    for (; col >= 0; api->xPhraseNext(ctx, &it, &col, &off))
+        if (col < N_COLS && tf[col] < 0xFFFFF)
+            tf[col]++;
+    sqlite3_result_int64(out, tf[0] | tf[1] << 20 | tf[2] << 40);
+}
+
+/* sx_rag_totals(fts_table): "rows title text meta", the row count and the
+ * columns' total token counts, for postings.c. */
+static void sx_rag_totals(const Fts5ExtensionApi *api, Fts5Context *ctx,
+                          sqlite3_context *out, int argc, sqlite3_value **argv)
+{
+    sqlite3_int64 rows = 0, total[N_COLS] = {0};
+    char buf[96];
+    int c;
+
+    (void)argc;
+    (void)argv;
+    if (api->xRowCount(ctx, &rows) != SQLITE_OK) {
+        sqlite3_result_error(out, "sx_rag_totals: no row count", -1);
+        return;
+    }
+    for (c = 0; c < N_COLS; c++)
+        if (api->xColumnTotalSize(ctx, c, &total[c]) != SQLITE_OK) {
+            sqlite3_result_error(out, "sx_rag_totals: no column size", -1);
+            return;
+        }
+    snprintf(buf, sizeof(buf), "%lld %lld %lld %lld", (long long)rows, (long long)total[0],
+             (long long)total[1], (long long)total[2]);
+    sqlite3_result_text(out, buf, -1, SQLITE_TRANSIENT);
 }
 
 /* sx_rag_rows(fts_table): the number of rows in the index. */
@@ -387,6 +422,10 @@ static int register_on(sqlite3 *db, char **errmsg, const sqlite3_api_routines *r
         rc = fts->xCreateFunction(fts, "sx_rag_bm25", NULL, sx_rag_bm25, NULL);
     if (rc == SQLITE_OK)
         rc = fts->xCreateFunction(fts, "sx_rag_rows", NULL, sx_rag_rows, NULL);
+    if (rc == SQLITE_OK)
+        rc = fts->xCreateFunction(fts, "sx_rag_tf", NULL, sx_rag_tf, NULL);
+    if (rc == SQLITE_OK)
+        rc = fts->xCreateFunction(fts, "sx_rag_totals", NULL, sx_rag_totals, NULL);
     return rc;
 }
 
@@ -399,6 +438,167 @@ int sx_rag_sqlite_setup(void)
     } entry = {.fn = register_on};
 
     return sqlite3_auto_extension(entry.generic) == SQLITE_OK ? 0 : SX_ESTORE;
+}
+
+/* ---- document-frequency cache -------------------------------------------- */
+
+/* Looking a term's document frequency up in the fts5vocab table walks its
+ * whole doclist, so a common term costs as much as matching it. The
+ * frequencies (and the row count) only change when the index does, so
+ * they are kept per tenant under a key that changes with every write:
+ * the tenant's FTS5 structure record (rewritten by every committed write,
+ * from this process or another) and a per-tenant generation that this
+ * process bumps on every index write, create and drop (which catches an
+ * index dropped and rebuilt into a byte-identical structure). Searches
+ * read committed data only (a pooled connection outside any write
+ * transaction), so a key never names two different states. */
+#define DFC_TENANTS 32   /* tenants cached; the least recently used goes */
+#define DFC_SLOTS 4096   /* terms per tenant (open addressing, power of 2) */
+#define DFC_FILL 3072    /* a tenant's table is emptied when this full */
+#define DFC_GENS 1024    /* generation counters, tenants hashed onto them */
+#define STRUCTURE_MAX 65536 /* longer structure records are not cached */
+
+static unsigned long dfc_gen[DFC_GENS];
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static unsigned long gen_of(const char *tenant_id)
+{
+    return __atomic_load_n(&dfc_gen[hash_str(tenant_id) % DFC_GENS], __ATOMIC_ACQUIRE);
+}
+
+static void gen_bump(const char *tenant_id)
+{
+    __atomic_add_fetch(&dfc_gen[hash_str(tenant_id) % DFC_GENS], 1, __ATOMIC_ACQ_REL);
+}
+
+struct dfc_term {
+    char term[SX_RAG_TERM_MAX + 1]; /* "" : free slot */
+    bool phrase;                    /* the tokenizer makes several tokens */
+    double df;
+};
+
+struct dfc_tenant {
+    char tenant[64];         /* "": unused */
+    char *structure;         /* hex of the structure record */
+    unsigned long gen;
+    int64_t rows;            /* -1: not known yet */
+    uint64_t used;           /* LRU clock */
+    size_t n;
+    struct dfc_term *slot;   /* DFC_SLOTS */
+};
+
+struct sx_rag_dfcache {
+    pthread_mutex_t mu;
+    uint64_t clock;
+    struct dfc_tenant t[DFC_TENANTS];
+};
+
+struct sx_rag_dfcache *sx_rag_dfcache_new(void)
+{
+    struct sx_rag_dfcache *c = calloc(1, sizeof(*c));
+
+    if (c && pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void sx_rag_dfcache_free(struct sx_rag_dfcache *c)
+{
+    size_t i;
+
+    if (!c)
+        return;
+    for (i = 0; i < DFC_TENANTS; i++) {
+        free(c->t[i].structure);
+        free(c->t[i].slot);
+    }
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* The tenant's entry if it holds this key (lock held); with create, an
+ * entry emptied for the key otherwise (the least recently used one if the
+ * tenant has none). NULL when there is none or memory runs out. */
+static struct dfc_tenant *dfc_find(struct sx_rag_dfcache *c, const char *tenant_id,
+                                   const char *structure, unsigned long gen, bool create)
+{
+    struct dfc_tenant *e = NULL, *old = &c->t[0];
+    size_t i;
+
+    for (i = 0; i < DFC_TENANTS && !e; i++) {
+        if (strcmp(c->t[i].tenant, tenant_id) == 0)
+            e = &c->t[i];
+        else if (c->t[i].used < old->used)
+            old = &c->t[i];
+    }
+    if (e && e->gen == gen && e->structure && strcmp(e->structure, structure) == 0) {
+        e->used = ++c->clock;
+        return e;
+    }
+    if (!create)
+        return NULL;
+    if (!e) {
+        e = old;
+        snprintf(e->tenant, sizeof(e->tenant), "%s", tenant_id);
+    }
+    free(e->structure);
+    e->structure = strdup(structure);
+    if (!e->slot)
+        e->slot = malloc(DFC_SLOTS * sizeof(*e->slot));
+    if (!e->structure || !e->slot) {
+        free(e->structure);
+        free(e->slot);
+        memset(e, 0, sizeof(*e));
+        return NULL;
+    }
+    for (i = 0; i < DFC_SLOTS; i++)
+        e->slot[i].term[0] = '\0';
+    e->n = 0;
+    e->gen = gen;
+    e->rows = -1;
+    e->used = ++c->clock;
+    return e;
+}
+
+/* The slot of term in e: where it is, or the free one where it would go. */
+static struct dfc_term *dfc_slot(struct dfc_tenant *e, const char *term)
+{
+    size_t i = (size_t)hash_str(term) & (DFC_SLOTS - 1);
+
+    while (e->slot[i].term[0] && strcmp(e->slot[i].term, term) != 0)
+        i = (i + 1) & (DFC_SLOTS - 1);
+    return &e->slot[i];
+}
+
+/* The tenant's structure record as hex text (malloc'd) in *out; NULL when
+ * the record is missing or too long to be worth keying on. */
+static int read_structure(sx_db *db, const char *name, char **out)
+{
+    char sql[160];
+    const char *hex;
+    sx_stmt *st;
+    int rc;
+
+    *out = NULL;
+    snprintf(sql, sizeof(sql), "SELECT hex(block) FROM %s_data WHERE id = 10", name);
+    if (!(st = sx_db_query(db, sql, "")))
+        return SX_ESTORE;
+    rc = sx_stmt_step(st);
+    if (rc == SX_STORE_ROW && (hex = sx_stmt_text(st, 0)) != NULL &&
+        strlen(hex) <= STRUCTURE_MAX && !(*out = strdup(hex)))
+        rc = SX_ENOMEM;
+    sx_stmt_done(st);
+    return rc == SX_STORE_ROW || rc == SX_STORE_DONE ? 0 : rc == SX_ENOMEM ? rc : SX_ESTORE;
 }
 
 /* ---- per-tenant tables --------------------------------------------------- */
@@ -440,6 +640,7 @@ int sx_rag_index_create(sx_db *db, const char *tenant_id)
 
     if ((rc = table_name(tenant_id, name)) != 0)
         return rc;
+    gen_bump(tenant_id);
     snprintf(sql, sizeof(sql),
              "CREATE VIRTUAL TABLE IF NOT EXISTS %s USING fts5(title, text, meta, ds, "
              "content='rag_chunks', content_rowid='id', "
@@ -455,6 +656,7 @@ int sx_rag_index_drop(sx_db *db, const char *tenant_id)
 
     if (table_name(tenant_id, name) != 0)
         return 0; /* such a tenant never had an index */
+    gen_bump(tenant_id);
     snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s_v; DROP TABLE IF EXISTS %s", name,
              name);
     return sx_db_exec(db, sql) == 0 ? 0 : SX_ESTORE;
@@ -468,6 +670,7 @@ static int index_write(sx_db *db, const char *tenant_id, const char *cmd,
 
     if (table_name(tenant_id, name) != 0)
         return SX_EINVAL;
+    gen_bump(tenant_id);
     if (cmd)
         snprintf(sql, sizeof(sql), "INSERT INTO %s(%s, rowid, title, text, meta, ds) "
                  "VALUES ('%s', $1, $2, $3, $4, $5)", name, name, cmd);
@@ -515,42 +718,98 @@ struct plan_term {
     double weight, df, idf, bound;
 };
 
-/* Document frequencies of the terms (0: not in the index). A term the
- * tokenizer cuts in several tokens is a phrase whose frequency the
- * vocabulary does not know: it gets df 1 (so an upper IDF) and an infinite
- * bound (any chunk holding it is scored). */
-static int lookup_df(sx_db *db, const char *name, const struct sx_rag_terms *t,
-                     struct plan_term *p)
+/* What keys the tenant's cached frequencies (see the cache above). */
+struct df_key {
+    struct sx_rag_dfcache *c; /* NULL: no caching */
+    const char *tenant_id;
+    char *structure;
+    unsigned long gen;
+};
+
+/* One term's document frequency from the vocabulary table into p. */
+static int lookup_one(sx_db *db, const char *name, const char *term, struct plan_term *p)
 {
     char sql[160];
-    size_t i;
+    sx_stmt *st;
+    const char *stem;
+    int rc;
 
     snprintf(sql, sizeof(sql), "SELECT s.stem, (SELECT doc FROM %s_v WHERE term = s.stem) "
              "FROM (SELECT sx_rag_stem($1) AS stem) s", name);
-    for (i = 0; i < t->n; i++) {
-        sx_stmt *st = sx_db_query(db, sql, "t", t->term[i]);
-        const char *stem;
-        int rc;
+    if (!(st = sx_db_query(db, sql, "t", term)))
+        return SX_ESTORE;
+    rc = sx_stmt_step(st);
+    if (rc == SX_STORE_ROW && (stem = sx_stmt_text(st, 0)) != NULL && *stem) {
+        if (strchr(stem, ' ')) {
+            p->df = 1;
+            p->bound = INFINITY;
+        } else {
+            p->df = (double)sx_stmt_int(st, 1);
+        }
+    }
+    sx_stmt_done(st);
+    return rc < 0 ? SX_ESTORE : 0;
+}
 
-        if (!st)
-            return SX_ESTORE;
-        rc = sx_stmt_step(st);
-        p[i].term = t->term[i];
-        p[i].weight = t->weight[i];
-        p[i].df = 0;
-        p[i].bound = 0;
-        if (rc == SX_STORE_ROW && (stem = sx_stmt_text(st, 0)) != NULL && *stem) {
-            if (strchr(stem, ' ')) {
-                p[i].df = 1;
-                p[i].bound = INFINITY;
-            } else {
-                p[i].df = (double)sx_stmt_int(st, 1);
+/* Document frequencies of the terms (0: not in the index), from the cache
+ * where it has them. A term the tokenizer cuts in several tokens is a
+ * phrase whose frequency the vocabulary does not know: it gets df 1 (so
+ * an upper IDF) and an infinite bound (any chunk holding it is scored). */
+static int lookup_df(sx_db *db, const char *name, const struct df_key *key,
+                     const struct sx_rag_terms *t, struct plan_term *p)
+{
+    bool hit[SX_RAG_QUERY_TERMS_MAX] = {false}, missed = false;
+    struct dfc_tenant *e;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < t->n; i++)
+        p[i] = (struct plan_term){.term = t->term[i], .weight = t->weight[i]};
+    if (key->c) {
+        pthread_mutex_lock(&key->c->mu);
+        e = dfc_find(key->c, key->tenant_id, key->structure, key->gen, false);
+        for (i = 0; e && i < t->n; i++) {
+            struct dfc_term *x = dfc_slot(e, t->term[i]);
+
+            if ((hit[i] = x->term[0] != '\0')) {
+                p[i].df = x->df;
+                p[i].bound = x->phrase ? INFINITY : 0;
             }
         }
-        sx_stmt_done(st);
-        if (rc < 0)
-            return SX_ESTORE;
+        pthread_mutex_unlock(&key->c->mu);
     }
+    for (i = 0; i < t->n; i++) {
+        if (hit[i])
+            continue;
+        missed = true;
+        if ((rc = lookup_one(db, name, t->term[i], &p[i])) != 0)
+            return rc;
+    }
+    if (!key->c || !missed)
+        return 0;
+    pthread_mutex_lock(&key->c->mu);
+    e = dfc_find(key->c, key->tenant_id, key->structure, key->gen, true);
+    for (i = 0; e && i < t->n; i++) {
+        struct dfc_term *x;
+
+        if (hit[i])
+            continue;
+        if (e->n >= DFC_FILL) { /* full: start over rather than stop caching */
+            size_t j;
+
+            for (j = 0; j < DFC_SLOTS; j++)
+                e->slot[j].term[0] = '\0';
+            e->n = 0;
+        }
+        x = dfc_slot(e, t->term[i]);
+        if (x->term[0])
+            continue; /* a concurrent query put it there */
+        snprintf(x->term, sizeof(x->term), "%s", t->term[i]);
+        x->df = p[i].df;
+        x->phrase = p[i].bound == INFINITY;
+        e->n++;
+    }
+    pthread_mutex_unlock(&key->c->mu);
     return 0;
 }
 
@@ -571,6 +830,30 @@ static int64_t index_rows(sx_db *db, const char *name, const char *term)
         n = sx_stmt_int(st, 0);
     sx_stmt_done(st);
     return n;
+}
+
+/* index_rows() through the cache. */
+static int64_t cached_rows(sx_db *db, const char *name, const struct df_key *key,
+                           const char *term)
+{
+    struct dfc_tenant *e;
+    int64_t rows = -1;
+
+    if (key->c) {
+        pthread_mutex_lock(&key->c->mu);
+        if ((e = dfc_find(key->c, key->tenant_id, key->structure, key->gen, false)))
+            rows = e->rows;
+        pthread_mutex_unlock(&key->c->mu);
+        if (rows >= 0)
+            return rows;
+    }
+    if ((rows = index_rows(db, name, term)) < 0 || !key->c)
+        return rows;
+    pthread_mutex_lock(&key->c->mu);
+    if ((e = dfc_find(key->c, key->tenant_id, key->structure, key->gen, true)))
+        e->rows = rows;
+    pthread_mutex_unlock(&key->c->mu);
+    return rows;
 }
 
 static int by_bound_desc(const void *a, const void *b)
@@ -783,11 +1066,14 @@ static int run_pass(const struct plan *pl, double need, struct sx_rag_cand *out,
     return rc < 0 ? SX_ESTORE : 0;
 }
 
-int sx_rag_index_search(sx_db *db, const char *tenant_id, const struct sx_rag_terms *t,
-                        const char *const *ds, size_t n_ds, double threshold,
-                        struct sx_rag_cand *out, size_t cap, size_t *n, double *ideal)
+int sx_rag_index_search(sx_db *db, sx_rag *rag, const char *tenant_id,
+                        const struct sx_rag_terms *t, const char *const *ds, size_t n_ds,
+                        double threshold, struct sx_rag_cand *out, size_t cap, size_t *n,
+                        double *ideal)
 {
     static __thread struct plan pl;
+    struct df_key key = {rag ? rag->dfcache : NULL, tenant_id, NULL, 0};
+    struct sx_rag_pterm pt[SX_RAG_QUERY_TERMS_MAX];
     char name[64];
     double need, guess;
     int64_t rows;
@@ -806,16 +1092,24 @@ int sx_rag_index_search(sx_db *db, const char *tenant_id, const struct sx_rag_te
     pl.ds = ds;
     pl.n_ds = n_ds;
 
-    /* 1. Frequencies; terms absent from the index drop out. */
-    if ((rc = lookup_df(db, name, t, pl.p)) != 0)
-        return rc;
-    for (i = 0; i < t->n; i++)
+    /* 1. Frequencies; terms absent from the index drop out. The cache key:
+     * the generation first, so that a write racing with this query can
+     * only make the key older than the data, never newer. */
+    if (rag && (rag->dfcache || rag->postings)) {
+        key.gen = gen_of(tenant_id);
+        if ((rc = read_structure(db, name, &key.structure)) != 0)
+            return rc;
+        if (!key.structure)
+            key.c = NULL;
+    }
+    rc = lookup_df(db, name, &key, t, pl.p);
+    for (i = 0; rc == 0 && i < t->n; i++)
         if (pl.p[i].df > 0)
             pl.p[pl.k++] = pl.p[i];
-    if (pl.k == 0)
-        return 0;
-    if ((rows = index_rows(db, name, pl.p[0].term)) < 0)
-        return (int)rows;
+    if (rc == 0 && pl.k > 0 && (rows = cached_rows(db, name, &key, pl.p[0].term)) < 0)
+        rc = (int)rows;
+    if (rc != 0 || pl.k == 0)
+        goto out;
 
     /* 2. IDF, bounds and the reference score. */
     for (i = 0; i < pl.k; i++) {
@@ -828,15 +1122,39 @@ int sx_rag_index_search(sx_db *db, const char *tenant_id, const struct sx_rag_te
     }
     qsort(pl.p, pl.k, sizeof(pl.p[0]), by_bound_desc);
 
-    /* 3. A guess first when it prunes more than the threshold; kept if the
-     * k-th hit reached it, since no unscored chunk could. */
     need = threshold * *ideal;
+
+    /* 3. The in-memory postings when this tenant has them (or can have
+     * them), with weights and IDFs as the ranking function would parse
+     * them from its parameters, so that scores are the same bits. Not
+     * when the query is limited to some datasets. */
+    if (rag && rag->postings && n_ds == 0 && key.structure) {
+        char num[64];
+
+        for (i = 0; i < pl.k; i++) {
+            pt[i].term = pl.p[i].term;
+            snprintf(num, sizeof(num), "%.9g", pl.p[i].weight);
+            pt[i].weight = strtod(num, NULL);
+            snprintf(num, sizeof(num), "%.9g", pl.p[i].idf);
+            pt[i].idf = strtod(num, NULL);
+        }
+        rc = sx_rag_postings_search(rag->postings, db, name, tenant_id, key.structure,
+                                    key.gen, pt, pl.k, need, out, cap, n);
+        if (rc != 0)
+            goto out; /* 1: answered */
+    }
+
+    /* 4. Else FTS5: a guess first when it prunes more than the threshold;
+     * kept if the k-th hit reached it, since no unscored chunk could. */
     guess = GUESS_FRACTION * *ideal;
     if (guess > need) {
         if ((rc = run_pass(&pl, guess, out, cap, n)) != 0)
-            return rc;
+            goto out;
         if (*n == cap && out[cap - 1].bm25 >= guess)
-            return 0;
+            goto out;
     }
-    return run_pass(&pl, need, out, cap, n);
+    rc = run_pass(&pl, need, out, cap, n);
+out:
+    free(key.structure);
+    return rc < 0 ? rc : 0;
 }

@@ -11,8 +11,13 @@
 #define SX_RAG_DIM_MAX 8192         /* longest embedding accepted */
 #define SX_RAG_VECTORS_MAX 20000    /* vectors scanned per query, at most */
 
+struct sx_rag_dfcache;
+struct sx_rag_postings;
+
 struct sx_rag {
     sx_store *store;
+    struct sx_rag_dfcache *dfcache;   /* document frequencies per tenant */
+    struct sx_rag_postings *postings; /* in-memory postings per tenant */
     sx_tenancy *tenancy;
     struct sx_rag_limits limits;
 
@@ -50,6 +55,47 @@ int sx_rag_vector_search(sx_db *db, const char *tenant_id, const char *model, co
 
 #define SX_RAG_TOKEN_MAX 24 /* a dataset's index token: 20 digits */
 
+/* BM25F's arithmetic, shared by the FTS5 ranking function (index.c) and
+ * the in-memory postings (postings.c) so that both give the same bits:
+ * k1 = 1.2, b = 0.75, column weights title 2, text 1, meta 1. */
+#define SX_RAG_K1 1.2
+#define SX_RAG_B 0.75
+#define SX_RAG_COLS 3
+
+/* A column's length normaliser. */
+static inline double sx_rag_norm(int len, double avg_len)
+{
+    return avg_len > 0 ? 1 - SX_RAG_B + SX_RAG_B * len / avg_len : 1;
+}
+
+/* One query term's share of a chunk's score, from its frequency in each
+ * column. */
+static inline double sx_rag_term_score(const int tf[SX_RAG_COLS],
+                                       const double norm[SX_RAG_COLS], double weight,
+                                       double idf)
+{
+    static const double col_weight[SX_RAG_COLS] = {2.0, 1.0, 1.0};
+    double x = 0;
+    int c;
+
+    for (c = 0; c < SX_RAG_COLS; c++)
+        if (tf[c] > 0)
+            x += col_weight[c] * tf[c] / norm[c];
+    return x > 0 ? weight * idf * x * (SX_RAG_K1 + 1) / (x + SX_RAG_K1) : 0;
+}
+
+/* A chunk id: a serial number above bit 32, then the token counts of its
+ * title (9 bits), text (13 bits) and meta (10 bits), capped there. Ids
+ * without a serial (older chunks) carry no counts. */
+#define SX_RAG_ID_SERIAL_SHIFT 32
+static inline int sx_rag_id_len(int64_t rowid, int col)
+{
+    static const int shift[SX_RAG_COLS] = {23, 10, 0};
+    static const int64_t mask[SX_RAG_COLS] = {511, 8191, 1023};
+
+    return (int)((rowid >> shift[col]) & mask[col]);
+}
+
 /* A chunk the index ranked. */
 struct sx_rag_cand {
     int64_t rowid;
@@ -77,14 +123,51 @@ int sx_rag_index_chunk_id(sx_db *db, const char *title, const char *text, const 
  * was (they are read back from rag_chunks). 0, SX_EINVAL or SX_ESTORE. */
 int sx_rag_index_add(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row);
 int sx_rag_index_remove(sx_db *db, const char *tenant_id, const struct sx_rag_index_row *row);
+/* A cache of the index's document frequencies and row counts per tenant,
+ * for the module's lifetime (index.c). Entries are exact: they are keyed
+ * by the tenant's FTS5 structure record, which every committed write
+ * rewrites, and by a per-tenant write generation of this process. new:
+ * NULL when out of memory (searches then work uncached); free takes NULL. */
+struct sx_rag_dfcache *sx_rag_dfcache_new(void);
+void sx_rag_dfcache_free(struct sx_rag_dfcache *c);
+
 /* Ranks the tenant's chunks matching terms, best first, at most cap, and
  * gives the query's reference score in *ideal. Chunks whose normalised
  * score would be below threshold may be left out (never others). ds lists
  * the index tokens of the datasets to search (n_ds 0: all of them). A
- * tenant without an index has no hits. 0, SX_ETOOBIG or SX_ESTORE. */
-int sx_rag_index_search(sx_db *db, const char *tenant_id, const struct sx_rag_terms *t,
+ * tenant without an index has no hits. rag (its caches) may be NULL.
+ * 0, SX_ETOOBIG or SX_ESTORE. */
+int sx_rag_index_search(sx_db *db, sx_rag *rag, const char *tenant_id,
+                        const struct sx_rag_terms *t,
                         const char *const *ds, size_t n_ds, double threshold,
                         struct sx_rag_cand *out, size_t cap, size_t *n, double *ideal);
+
+/* ---- in-memory postings (postings.c) ------------------------------------ */
+
+#define SX_RAG_POSTINGS_BUDGET ((size_t)256 << 20) /* bytes, all tenants */
+
+/* A query term as the FTS5 ranking function sees it (weight and IDF as
+ * parsed back from its parameter text). */
+struct sx_rag_pterm {
+    const char *term;
+    double weight, idf;
+};
+
+/* new: NULL when out of memory; free takes NULL. budget 0 turns the
+ * postings off (and frees them). */
+struct sx_rag_postings *sx_rag_postings_new(size_t budget);
+void sx_rag_postings_free(struct sx_rag_postings *c);
+void sx_rag_postings_set_budget(struct sx_rag_postings *c, size_t budget);
+/* Ranks like the FTS5 pass would (terms t by falling bound, name the
+ * tenant's FTS5 table, structure and gen its index key): the best cap
+ * chunks scoring at least need, best first (equal scores by chunk id).
+ * 1 when answered, 0 when the caller must rank through FTS5 (first query
+ * under this key, over budget, older chunk ids), or SX_ENOMEM /
+ * SX_ESTORE. */
+int sx_rag_postings_search(struct sx_rag_postings *c, sx_db *db, const char *name,
+                           const char *tenant_id, const char *structure, unsigned long gen,
+                           const struct sx_rag_pterm *t, size_t k, double need,
+                           struct sx_rag_cand *out, size_t cap, size_t *n);
 
 /* The module's migrations and purge hook (dataset.c). */
 int sx_rag_schema(sx_rag *rag, char *err, size_t errlen);

@@ -124,6 +124,11 @@ void sx_rag_close(sx_rag *rag); /* accepts NULL */
  * on new chunks get vectors, and retrieval fuses cosine similarity with
  * BM25 by reciprocal rank. Chunks uploaded before stay BM25-only until
  * they are uploaded again. Thread-safe. */
+/* Memory for the in-memory postings that rank a tenant's chunks without
+ * FTS5 (same results, faster), across tenants; 0 turns them off. The
+ * default is 256 MiB. */
+void sx_rag_set_postings_budget(sx_rag *rag, size_t bytes);
+
 void sx_rag_set_embedder(sx_rag *rag, sx_rag_embed_fn fn, void *ctx, const char *model,
                          int dim);
 

@@ -39,6 +39,8 @@ sx_rag *sx_rag_open(sx_store *store, sx_tenancy *tenancy, const struct sx_rag_li
     rag->store = store;
     rag->tenancy = tenancy;
     rag->limits = limits ? *limits : default_limits;
+    rag->dfcache = sx_rag_dfcache_new(); /* NULL: searches run uncached */
+    rag->postings = sx_rag_postings_new(SX_RAG_POSTINGS_BUDGET); /* NULL: FTS5 only */
     if (pthread_rwlock_init(&rag->embed_lock, NULL) != 0) {
         snprintf(err, errlen, "rag: cannot create a lock");
         free(rag);
@@ -66,11 +68,19 @@ fail:
     return NULL;
 }
 
+void sx_rag_set_postings_budget(sx_rag *rag, size_t bytes)
+{
+    if (rag)
+        sx_rag_postings_set_budget(rag->postings, bytes);
+}
+
 void sx_rag_close(sx_rag *rag)
 {
     if (!rag)
         return;
     pthread_rwlock_destroy(&rag->embed_lock);
+    sx_rag_dfcache_free(rag->dfcache);
+    sx_rag_postings_free(rag->postings);
     free(rag);
 }
 
@@ -310,8 +320,9 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
         ds[i] = tokens[i];
 
     /* 3. Rank in the tenant's index, and by similarity; fuse. */
-    if (terms.n && (rc = sx_rag_index_search(db, tenant_id, &terms, ds, n_ds, q->threshold,
-                                             cand, depth, &n_cand, &ideal)) != 0)
+    if (terms.n && (rc = sx_rag_index_search(db, rag, tenant_id, &terms, ds, n_ds,
+                                             q->threshold, cand, depth, &n_cand,
+                                             &ideal)) != 0)
         goto done;
     if (qvec) {
         if ((rc = sx_rag_vector_search(db, tenant_id, model, qvec, dim, q->datasets, vec,

@@ -674,6 +674,75 @@ static void test_bad_tenant_id(void **state)
     sx_rag_result_clear(&r);
 }
 
+/* Document frequencies are cached per tenant; every write (upload, delete,
+ * through this module object or another) must show in the next search: its
+ * scores equal those of a module object with an empty cache. */
+static void expect_fresh_scores(struct fx *f, const char *query, size_t n)
+{
+    struct sx_rag_query q = {.top_k = 50, .threshold = 0};
+    struct sx_rag_result a, b;
+    char err[256];
+    sx_rag *fresh = sx_rag_open(f->store, NULL, NULL, err, sizeof(err));
+    size_t i;
+
+    assert_non_null(fresh);
+    assert_int_equal(sx_rag_retrieve(f->rag, "tenant_a", query, strlen(query), &q, &a, NULL),
+                     0);
+    assert_int_equal(sx_rag_retrieve(fresh, "tenant_a", query, strlen(query), &q, &b, NULL),
+                     0);
+    assert_int_equal(a.n, n);
+    assert_int_equal(b.n, n);
+    for (i = 0; i < n; i++) {
+        assert_string_equal(a.hits[i].chunk_id, b.hits[i].chunk_id);
+        assert_true(a.hits[i].bm25 == b.hits[i].bm25);
+    }
+    sx_rag_result_clear(&a);
+    sx_rag_result_clear(&b);
+    sx_rag_close(fresh);
+}
+
+static void test_df_cache_follows_writes(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32], id[16], err[256];
+    double before;
+    sx_rag *other;
+    int d;
+
+    dataset(f, "tenant_a", "cache", 1, ds);
+    for (d = 0; d < 12; d++) {
+        snprintf(id, sizeof(id), "d%02d", d);
+        put(f, "tenant_a", ds, id, "T", d < 2 ? "zircon crystal here" : "plain words here");
+    }
+    expect_fresh_scores(f, "zircon crystal", 2);
+    assert_int_equal(search(f, "tenant_a", "zircon", 0, &r), 2);
+    before = r.hits[0].bm25;
+    sx_rag_result_clear(&r);
+
+    /* More chunks with the term: lower IDF, so a lower score. */
+    for (d = 12; d < 18; d++) {
+        snprintf(id, sizeof(id), "d%02d", d);
+        assert_string_equal(put(f, "tenant_a", ds, id, "T", "zircon again"), "created");
+    }
+    assert_int_equal(search(f, "tenant_a", "zircon", 0, &r), 8);
+    assert_true(r.hits[0].bm25 < before);
+    sx_rag_result_clear(&r);
+    expect_fresh_scores(f, "zircon crystal", 8);
+
+    /* Deletes, and writes through another module object. */
+    assert_int_equal(sx_rag_doc_delete(f->rag, "tenant_a", ds, "d12"), 0);
+    expect_fresh_scores(f, "zircon crystal", 7);
+    other = sx_rag_open(f->store, NULL, NULL, err, sizeof(err));
+    assert_non_null(other);
+    assert_int_equal(sx_rag_doc_delete(other, "tenant_a", ds, "d13"), 0);
+    sx_rag_close(other);
+    expect_fresh_scores(f, "zircon crystal", 6);
+    assert_int_equal(sx_rag_dataset_delete(f->rag, "tenant_a", ds), 0);
+    assert_int_equal(search(f, "tenant_a", "zircon", 0, &r), 0);
+    sx_rag_result_clear(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -691,6 +760,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vectors_fused_with_bm25, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dataset_token_not_searchable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_tenant_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_df_cache_follows_writes, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
