@@ -69,7 +69,8 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libsxgateway.a $(BUILD)/libs
 # Runs every unit test; each prints cmocka's summary. Fixture tests find
 # ../shared/fixtures through SYNAPSEX_FIXTURES (default: ../shared/fixtures).
 check unit: all
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@failed=; for t in $(UNIT_BIN); do echo "== $$t"; $$t || failed="$$failed $$t"; done; \
+	if [ -n "$$failed" ]; then echo "unit tests failed:$$failed"; exit 1; fi
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \

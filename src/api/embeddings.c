@@ -78,7 +78,12 @@ static void finish_task(struct sx_serving_task *t)
     json_t *o;
     char *s, ra[16];
 
-    sx_meter_settle(e->app->meter, e->grant, &ev);
+    if (sx_meter_settle(e->app->meter, e->grant, &ev) && !e->failed) {
+        sx_gen_fail(&e->err, SX_ESTORE, 500, "usage_not_recorded", NULL,
+                    "the embeddings were computed but their usage could not be recorded; "
+                    "retry the request");
+        e->failed = true;
+    }
     e->grant = NULL;
     if (e->failed) {
         o = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", e->err.message, "type",

@@ -263,7 +263,9 @@ static void on_close(void *ctx)
 
 /* ---- finishing (finisher threads) ----------------------------------------- */
 
-static void settle(struct gen *g, const char *status)
+/* Settles the grant to what was generated: 0, or SX_ESTORE when the usage
+ * event could not be written (the response must then not claim success). */
+static int settle(struct gen *g, const char *status)
 {
     struct sx_usage_event ev = {
         .model = sx_backend_name(g->backend),
@@ -272,10 +274,12 @@ static void settle(struct gen *g, const char *status)
         .status = status,
         .endpoint = g->endpoint,
     };
+    int rc = 0;
 
     if (g->grant)
-        sx_meter_settle(g->app->meter, g->grant, &ev);
+        rc = sx_meter_settle(g->app->meter, g->grant, &ev);
     g->grant = NULL;
+    return rc;
 }
 
 static json_t *whole_body(struct gen *g)
@@ -318,10 +322,18 @@ static void finish_gen(struct gen *g)
         return;
     }
 
-    /* 2. Failed: an error status when nothing was sent, else an error
-     * event that ends the stream without [DONE]. */
-    if (res->failed) {
+    /* 2. Failed, or done but not recorded in the ledger (a response that is
+     * not there must not look complete): an error status when nothing was
+     * sent, else an error event that ends the stream without [DONE]. */
+    if (res->failed)
         settle(g, "error");
+    else if (settle(g, "ok")) {
+        sx_gen_fail(&g->res.err, SX_ESTORE, 500, "usage_not_recorded", NULL,
+                    "the completion finished but its usage could not be recorded; retry "
+                    "the request");
+        g->res.failed = true;
+    }
+    if (res->failed) {
         if (!g->begun) {
             reply_error_deferred(g->st, &res->err);
         } else {
@@ -335,8 +347,7 @@ static void finish_gen(struct gen *g)
         return;
     }
 
-    /* 3. Success: settle first, then the last bytes. */
-    settle(g, "ok");
+    /* 3. Success (settled above): the last bytes. */
     if (!g->stream) {
         json_t *o = whole_body(g);
         char *s = json_dumps(o, JSON_COMPACT);
@@ -709,7 +720,8 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
              !pin ? sx_backend_name(b) : ag->model ? ag->model : t->settings.default_model);
     snprintf(g->id, sizeof(g->id), "%s%s", ag->kind == SX_GEN_CHAT ? "chatcmpl-" : "cmpl-",
              strncmp(rid, "req_", 4) == 0 ? rid + 4 : rid);
-    if (sx_meter_admit(app->meter, r, t, prompt_tokens, ag->req.max_tokens, &g->grant))
+    if (sx_meter_admit(app->meter, r, t, sx_backend_job_prompt_bound(job), ag->req.max_tokens,
+                       &g->grant))
         goto out;
 
     /* 4. Defer the reply and start the job: from here on the response goes

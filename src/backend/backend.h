@@ -104,6 +104,11 @@ bool sx_backend_embeddings(const sx_backend *b);    /* can embed */
  * usage). 0, or a negative code with e filled. */
 int sx_backend_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_job **job,
                        int64_t *prompt_tokens, struct sx_gen_error *e);
+/* The most tokens a prepared job's prompt can take: the exact count
+ * (local), or a bound the upstream's count cannot pass (every token covers
+ * at least one byte, plus the chat template's own tokens). Metering
+ * reserves this, so that a quota holds even when the estimate is low. */
+int64_t sx_backend_job_prompt_bound(const sx_gen_job *job);
 /* Starts a prepared job (always consumes it). On success *id names it for
  * sx_backend_cancel and the sink reports from now on; on failure (e
  * filled, e.g. busy) the sink is never called. */

@@ -64,6 +64,11 @@ bool sx_backend_takes_adapters(const sx_backend *b)
     return b->adapters;
 }
 
+int64_t sx_backend_job_prompt_bound(const sx_gen_job *job)
+{
+    return job->prompt_bound;
+}
+
 int sx_backend_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_job **job,
                        int64_t *prompt_tokens, struct sx_gen_error *e)
 {

@@ -31,6 +31,7 @@ struct sx_backend {
 /* Every job starts with this. */
 struct sx_gen_job {
     sx_backend *backend;
+    int64_t prompt_bound; /* tokens the prompt can take at most */
 };
 
 

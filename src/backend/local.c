@@ -223,6 +223,7 @@ static int lo_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
         goto fail;
     }
     *prompt_tokens = (int64_t)j->n_ids;
+    j->base.prompt_bound = (int64_t)j->n_ids;
     if (j->n_ids == 0 || (int64_t)j->n_ids + 1 > l->n_ctx) {
         rc = sx_gen_fail(e, SX_ETOOBIG, 400, "context_length_exceeded",
                          req->kind == SX_GEN_CHAT ? "messages" : "prompt",

@@ -21,6 +21,10 @@
 #define ERR_BODY_MAX (64 * 1024)
 /* Longest SSE line or JSON body accepted from an upstream. */
 #define LINE_MAX_BYTES (8u << 20)
+/* Chat-template tokens allowed for in a prompt's bound: per message (role
+ * markers) and once (generation prompt, a template's default system turn). */
+#define UP_TEMPLATE_TOKENS_PER_MSG 8
+#define UP_TEMPLATE_TOKENS 64
 
 enum job_type { JOB_GEN, JOB_EMBED };
 
@@ -352,8 +356,11 @@ static void finish(struct upstream *u, struct up_job *j, CURLcode cc, bool cance
         return;
     }
 
-    /* Without the upstream's usage, count locally (about 4 bytes a token). */
-    res.prompt_tokens = j->usage ? j->prompt_tokens : j->est_prompt;
+    /* Without the upstream's usage, count locally (about 4 bytes a token);
+     * a job that failed before the upstream sent anything costs nothing. */
+    res.prompt_tokens = j->usage                          ? j->prompt_tokens
+                        : j->failed && j->out_chunks == 0 ? 0
+                                                          : j->est_prompt;
     res.completion_tokens = j->usage ? j->completion_tokens
                             : j->out_bytes / 4 > j->out_chunks ? j->out_bytes / 4
                                                                : j->out_chunks;
@@ -581,7 +588,7 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
     struct upstream *u = (struct upstream *)b;
     json_t *body = json_object(), *stop;
     struct up_job *j;
-    int64_t bytes = 0;
+    int64_t bytes = 0, n_msgs = 1;
     char name[256];
 
     /* 1. The OpenAI body, in the upstream's model name (the tenant's
@@ -605,6 +612,7 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
         json_object_set_new(body, "messages", json_deep_copy(req->messages));
         json_array_foreach(req->messages, i, m)
             bytes += (int64_t)json_string_length(json_object_get(m, "content")) + 4;
+        n_msgs = (int64_t)json_array_size(req->messages);
     } else {
         json_object_set_new(body, "prompt", json_stringn(req->prompt, req->prompt_len));
         bytes = (int64_t)req->prompt_len;
@@ -649,6 +657,10 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
         return SX_ENOMEM;
     j->kind = req->kind;
     j->est_prompt = *prompt_tokens;
+    /* The bound metering reserves: no token is shorter than a byte, and a
+     * chat template adds a few tokens a message and may add a default
+     * system turn of its own. */
+    j->base.prompt_bound = bytes + n_msgs * UP_TEMPLATE_TOKENS_PER_MSG + UP_TEMPLATE_TOKENS;
     *out = &j->base;
     return 0;
 }

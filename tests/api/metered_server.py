@@ -21,7 +21,7 @@ import requests
 from conftest import REPO, SENSITIVE, rand62
 
 MODEL = "synapsex-chat"
-MOCK_PROMPT_TOKENS = 3  # what the mock reports; below any estimate
+MOCK_PROMPT_TOKENS = 3  # what the mock reports by default; below any estimate
 MOCK_MAX_COMPLETION = 4  # tokens generated at most per request
 
 
@@ -64,8 +64,9 @@ class _MockHandler(BaseHTTPRequestHandler):
         n = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or 16),
                 MOCK_MAX_COMPLETION)
         words = ["tok%d " % i for i in range(n)]
-        usage = {"prompt_tokens": MOCK_PROMPT_TOKENS, "completion_tokens": n,
-                 "total_tokens": MOCK_PROMPT_TOKENS + n}
+        prompt_tokens = mock.count_prompt(body)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n,
+                 "total_tokens": prompt_tokens + n}
         obj = "chat.completion" if chat else "text_completion"
         if not body.get("stream"):
             choice = ({"index": 0, "message": {"role": "assistant", "content": "".join(words)},
@@ -101,6 +102,10 @@ class _MockHandler(BaseHTTPRequestHandler):
 class MockUpstream:
     def __init__(self, delay_s=0.0):
         self.delay_s = delay_s
+        # How the mock counts a prompt: MOCK_PROMPT_TOKENS always, or with
+        # "bytes" as a worst-case tokenizer would (a token per byte of text
+        # and 10 a message), far above synapsex's 4-bytes-a-token estimate.
+        self.prompt_counting = "constant"
         self.calls = 0
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _MockHandler)
@@ -113,6 +118,13 @@ class MockUpstream:
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def count_prompt(self, body):
+        if self.prompt_counting != "bytes":
+            return MOCK_PROMPT_TOKENS
+        if "messages" in body:
+            return sum(len(str(m.get("content", "")).encode()) + 10 for m in body["messages"])
+        return len(str(body.get("prompt", "")).encode())
 
     def close(self):
         self.httpd.shutdown()

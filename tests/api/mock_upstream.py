@@ -163,7 +163,8 @@ class MockUpstream:
 
 
 def fixtures_dir():
-    d = os.environ.get("SYNAPSEX_FIXTURES", os.path.join("..", "shared", "fixtures"))
+    d = os.environ.get("SYNAPSEX_FIXTURES",
+                       os.path.join(conftest.REPO, "..", "shared", "fixtures"))
     return os.path.abspath(d)
 
 

@@ -134,14 +134,26 @@ def test_rpm_exact_under_64_clients(metered):
     assert len(calm_status) >= 30 and set(calm_status) == {200}, calm_status
 
 
-def test_daily_token_quota_never_exceeded(metered):
+@pytest.fixture(params=["constant", "bytes"])
+def prompt_counting(request, metered):
+    """Runs a test with the mock upstream counting prompts below synapsex's
+    estimate, then far above it (a regression: the estimate was reserved,
+    and an upstream that counted more pushed the day past the quota)."""
+    metered.upstream.prompt_counting = request.param
+    yield request.param
+    metered.upstream.prompt_counting = "constant"
+
+
+def test_daily_token_quota_never_exceeded(metered, prompt_counting):
     import re
     t, key = metered.create_tenant(unique_slug("quota"), tier="free",
                                    settings={"rate_limit_rpm": 1000000,
                                              "daily_token_limit": 300})
+    calm, calm_key = metered.create_tenant(unique_slug("calm"), tier="free",
+                                           settings={"rate_limit_rpm": 1000000})
     need_completions(metered, key)  # one request
     lock = threading.Lock()
-    ok, refusals, odd = [1], [], []
+    ok, refusals, odd, calm_status = [1], [], [], []
 
     def client():
         s = requests.Session()
@@ -163,13 +175,21 @@ def test_daily_token_quota_never_exceeded(metered):
             if streak >= 3:
                 return
 
-    threads = [threading.Thread(target=client) for _ in range(16)]
+    def calm_client():
+        s = requests.Session()
+        for _ in range(10):
+            calm_status.append(metered.chat(calm_key, max_tokens=4, session=s).status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(64)]
+    threads.append(threading.Thread(target=calm_client))
     for th in threads:
         th.start()
     for th in threads:
         th.join(timeout=120)
     assert not odd, odd[:5]
     assert refusals, "the quota never refused anything"
+    # The other tenant of the same tier was never refused.
+    assert calm_status == [200] * 10, calm_status
     err = check_429(refusals[-1], "daily_token_limit_exceeded")
     assert "max_tokens" in err["message"]
     h = refusals[-1].headers
@@ -213,8 +233,10 @@ def test_trial_limits_have_their_own_codes(metered):
     check_429(metered.chat(key, max_tokens=1, session=s), "trial_request_limit_exceeded")
 
     # Tokens per day.
-    t, key = create_trial(metered, {"rate_limit_rpm": 1000000, "daily_token_limit": 60})
-    codes = [metered.chat(key, max_tokens=8, session=s) for _ in range(12)]
+    # (A request reserves its prompt's bound, about 80 tokens here, and
+    # settles to about 11.)
+    t, key = create_trial(metered, {"rate_limit_rpm": 1000000, "daily_token_limit": 200})
+    codes = [metered.chat(key, max_tokens=8, session=s) for _ in range(24)]
     assert codes[0].status_code == 200, codes[0].text
     check_429(codes[-1], "trial_token_limit_exceeded")
 

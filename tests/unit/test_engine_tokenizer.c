@@ -209,6 +209,7 @@ static void check_run(const char *manifest, const char *run_id,
         assert_memory_equal(back, text, tlen);
         free(back);
         free(ids);
+        free(text);
         prompts++;
     }
     printf("%s: %d/3 prompts match llama.cpp\n", run_id, prompts);
