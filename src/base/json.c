@@ -187,3 +187,48 @@ int sx_json_get_bool(const json_t *obj, const char *key, int *out)
     *out = json_is_true(v);
     return 1;
 }
+
+size_t sx_utf8_char_len(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    unsigned c, cp;
+    size_t n;
+
+    if (len == 0 || p[0] == 0)
+        return 0;
+    c = p[0];
+    if (c < 0x80)
+        return 1;
+    n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (n == 0 || n > len)
+        return 0;
+    cp = c & (0x7F >> n);
+    for (size_t k = 1; k < n; k++) {
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[k] & 0x3F);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return n;
+}
+
+bool sx_utf8_valid(const char *s, size_t len)
+{
+    for (size_t i = 0, n; i < len; i += n)
+        if ((n = sx_utf8_char_len(s + i, len - i)) == 0)
+            return false;
+    return true;
+}
+
+void sx_utf8_scrub(char *s)
+{
+    size_t len = strlen(s), n;
+
+    for (size_t i = 0; i < len; i += n)
+        if ((n = sx_utf8_char_len(s + i, len - i)) == 0) {
+            s[i] = '?';
+            n = 1;
+        }
+}

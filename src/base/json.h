@@ -23,6 +23,17 @@
 json_t *sx_json_parse_object(const char *buf, size_t len, int max_depth, char *err,
                              size_t errlen);
 
+/* Length (1 to 4) of the valid UTF-8 character at s[0..len), or 0 when s
+ * starts with a NUL, an invalid or overlong sequence, a surrogate or a
+ * truncated character (len 0 included). */
+size_t sx_utf8_char_len(const char *s, size_t len);
+/* Whether s[0..len) is valid UTF-8 without NUL bytes. */
+bool sx_utf8_valid(const char *s, size_t len);
+/* Replaces each byte of the NUL-terminated s that does not begin a valid
+ * UTF-8 character with '?', in place: the result is valid UTF-8 of the
+ * same length (for messages that echo a caller's bytes). */
+void sx_utf8_scrub(char *s);
+
 /* Name of a JSON value's type as the API reports it: "object", "array",
  * "string", "integer", "number", "boolean" or "null". */
 const char *sx_json_type_name(const json_t *v);

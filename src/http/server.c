@@ -204,9 +204,11 @@ void sx_http_reply_error(sx_http_req *r, int status, const char *code, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* Messages may echo a caller's bytes, perhaps cut inside a character. */
+    sx_utf8_scrub(msg);
     body = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", msg, "type",
                      sx_http_error_type(status), "param", param, "code", code);
-    if (!body) /* the message was not valid UTF-8 */
+    if (!body) /* param or code was not valid UTF-8 */
         body = json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message",
                          "request failed (error message could not be encoded)", "type",
                          sx_http_error_type(status), "param", "code");

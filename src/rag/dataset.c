@@ -6,6 +6,7 @@
 
 #include "base/crypto.h"
 #include "base/err.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/time.h"
 
@@ -136,41 +137,6 @@ int sx_rag_schema(sx_rag *rag, char *err, size_t errlen)
 }
 
 /* ---- validation helpers -------------------------------------------------- */
-
-/* 1 if s[0..len) is valid UTF-8 without NUL bytes. */
-static int utf8_ok(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned c = p[i];
-        size_t n, k;
-        unsigned cp;
-
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4
-                                                                                            : 0;
-        if (n == 0 || i + n > len)
-            return 0;
-        cp = c & (0x7F >> n);
-        for (k = 1; k < n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return 0;
-        i += n;
-    }
-    return 1;
-}
 
 static int doc_id_ok(const char *s)
 {
@@ -347,7 +313,7 @@ static int parse_register(const json_t *body, const char **name, const char **de
     v = json_object_get(body, "name");
     *name = json_string_value(v);
     if (!*name || !**name || strlen(*name) > SX_RAG_NAME_MAX ||
-        !utf8_ok(*name, json_string_length(v))) {
+        !sx_utf8_valid(*name, json_string_length(v))) {
         fault(f, "invalid_name", "name is required: a string of 1 to %d bytes",
               SX_RAG_NAME_MAX);
         fault_param(f, "name");
@@ -663,7 +629,7 @@ static int check_doc(sx_rag *rag, const json_t *o, size_t i, struct doc_in *d,
     v = json_object_get(o, "title");
     d->title = "";
     if (v && !json_is_null(v)) {
-        if (!json_is_string(v) || !utf8_ok(json_string_value(v), json_string_length(v))) {
+        if (!json_is_string(v) || !sx_utf8_valid(json_string_value(v), json_string_length(v))) {
             fault(f, "invalid_title", "docs[%zu].title must be a UTF-8 string", i);
             fault_param(f, "docs[%zu].title", i);
             return SX_EINVAL;
@@ -679,7 +645,7 @@ static int check_doc(sx_rag *rag, const json_t *o, size_t i, struct doc_in *d,
     v = json_object_get(o, "text");
     d->text = json_string_value(v);
     d->text_len = json_string_length(v);
-    if (!d->text || !utf8_ok(d->text, d->text_len) || sx_rag_count_tokens(d->text,
+    if (!d->text || !sx_utf8_valid(d->text, d->text_len) || sx_rag_count_tokens(d->text,
                                                                           d->text_len) == 0) {
         fault(f, "invalid_text", "docs[%zu].text is required: a non-empty UTF-8 string", i);
         fault_param(f, "docs[%zu].text", i);

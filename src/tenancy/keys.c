@@ -21,6 +21,8 @@
 #define SECRET_CHARS 43
 #define PREFIX_SECRET_CHARS 4
 #define MAX_OVERLAP_S (30 * 86400)
+/* Shortest SYNAPSEX_ADMIN_KEY accepted: an operator's key is a secret too. */
+#define ADMIN_ENV_KEY_MIN 32
 
 #define KEY_COLUMNS                                                                        \
     "id, kind, tenant_id, name, prefix, created_at, expires_at, revoked_at, created_by, "  \
@@ -450,6 +452,8 @@ int sx_key_rotate(sx_tenancy *tn, const struct sx_tenant *tenant, const char *ke
     }
     fields = json_pack("[s]", "expires_at");
     rc = sx_audit_record(db, who, "key.rotate", "api_key", key_id, tenant->id, fields);
+    if (rc == 0) /* the key that takes over, as a creation of its own */
+        rc = sx_audit_record(db, who, "key.create", "api_key", new_id, tenant->id, NULL);
     if (rc)
         goto out;
     *out = key_json_by_id(db, new_id);
@@ -496,10 +500,10 @@ static int bootstrap_env(sx_tenancy *tn, sx_db *db, const char *admin_key, char 
             snprintf(err, errlen, "SYNAPSEX_ADMIN_KEY must be printable ASCII without spaces");
             return SX_EINVAL;
         }
-    if (len < 16 || len >= SX_API_KEY_MAX) {
-        snprintf(err, errlen, "SYNAPSEX_ADMIN_KEY must be 16 to %d characters long "
+    if (len < ADMIN_ENV_KEY_MIN || len >= SX_API_KEY_MAX) {
+        snprintf(err, errlen, "SYNAPSEX_ADMIN_KEY must be %d to %d characters long "
                  "(e.g. sk-admin- followed by 43 random base62 characters)",
-                 SX_API_KEY_MAX - 1);
+                 ADMIN_ENV_KEY_MIN, SX_API_KEY_MAX - 1);
         return SX_EINVAL;
     }
     rc = sx_key_hash(tn, admin_key, hash);
@@ -519,9 +523,11 @@ static int bootstrap_env(sx_tenancy *tn, sx_db *db, const char *admin_key, char 
     if (found)
         return 0;
 
+    /* The new key replaces the earlier bootstrap key, from the environment
+     * or generated at first start (admin keys made otherwise stay). */
     n = sx_db_run(db, "UPDATE api_keys SET revoked_at = $1"
-                      " WHERE kind = 'admin' AND created_by = 'bootstrap:env'"
-                      " AND revoked_at IS NULL", "i", now);
+                      " WHERE kind = 'admin' AND created_by IN ('bootstrap:env',"
+                      " 'bootstrap:generated') AND revoked_at IS NULL", "i", now);
     if (n < 0)
         return (int)n;
     snprintf(prefix, sizeof(prefix), "%.*s", (int)(len < 36 ? len / 3 : 12), admin_key);

@@ -446,7 +446,7 @@ int sx_tenant_create(sx_tenancy *tn, const json_t *body, int64_t expires_at,
     rc = sx_db_commit(db);
     if (rc)
         goto out;
-    SX_INFO("tenancy", "created tenant %s (%s, tier %s)", id, slug, sx_tier_name(tier));
+    SX_INFO("tenancy", "created tenant %s (tier %s)", id, sx_tier_name(tier));
 
     /* 3. Read it back through the cache like any later request would. */
     sx_store_release(tn->store, db);

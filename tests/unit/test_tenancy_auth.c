@@ -354,9 +354,9 @@ static void test_admin_bootstrap(void **state)
 
     /* A new environment key replaces the old environment key. */
     sx_tenancy_close(f->tn);
-    f->tn = open_tenancy(f, "sk-admin-another-env-key-123456", newkey);
+    f->tn = open_tenancy(f, "sk-admin-another-env-key-0123456789", newkey);
     assert_string_equal(newkey, "");
-    assert_int_equal(authn(f, "sk-admin-another-env-key-123456", &p, &status), 0);
+    assert_int_equal(authn(f, "sk-admin-another-env-key-0123456789", &p, &status), 0);
     assert_int_equal(p.kind, SX_KEY_ADMIN);
     assert_int_equal(authn(f, ADMIN_KEY, &p, &status), SX_EAUTH);
 
@@ -369,6 +369,9 @@ static void test_admin_bootstrap(void **state)
     o.data_dir = f->dir;
     o.admin_key = "short";
     assert_null(sx_tenancy_open(f->s, &o, newkey, err, sizeof(err)));
+    o.admin_key = "sk-admin-only-thirty-one-chars1";
+    assert_null(sx_tenancy_open(f->s, &o, newkey, err, sizeof(err)));
+    assert_non_null(strstr(err, "32 to"));
     o.admin_key = f->key_b;
     assert_null(sx_tenancy_open(f->s, &o, newkey, err, sizeof(err)));
     assert_non_null(strstr(err, "non-admin"));
@@ -417,6 +420,18 @@ static void test_generated_admin_key_and_pepper(void **state)
     tn = sx_tenancy_open(s, &o, again, err, sizeof(err));
     assert_non_null(tn);
     assert_int_equal(sx_auth_principal(tn, header, &p, &why), SX_EAUTH);
+    sx_tenancy_close(tn);
+
+    /* An operator's key from the environment supersedes the generated one
+     * (which may have leaked from the first start's output). */
+    o.pepper = NULL;
+    o.admin_key = "sk-admin-chosen-by-the-operator-0123456789";
+    tn = sx_tenancy_open(s, &o, again, err, sizeof(err));
+    assert_non_null(tn);
+    assert_int_equal(sx_auth_principal(tn, header, &p, &why), SX_EAUTH);
+    snprintf(header, sizeof(header), "Bearer %s", o.admin_key);
+    assert_int_equal(sx_auth_principal(tn, header, &p, &why), 0);
+    assert_int_equal(p.kind, SX_KEY_ADMIN);
     sx_tenancy_close(tn);
     sx_store_close(s);
     snprintf(path, sizeof(path), "rm -rf '%s'", dir);
