@@ -47,6 +47,8 @@ struct sx_registry *sx_api_adapters_open(struct sx_app *app, const struct sx_con
 {
     struct sx_registry_options o = {
         .data_dir = cfg->data_dir,
+        .mem_budget = cfg->adapter_memory,
+        .preload = cfg->adapter_preload ? cfg->adapter_preload : -1,
         .model_of = model_of,
         .remote_of = remote_of,
         .model_ctx = app,

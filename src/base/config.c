@@ -55,6 +55,13 @@ static const struct opt opts[] = {
     {"ledger_sync", "--ledger-sync", "SYNAPSEX_LEDGER_SYNC", OPT_SYNC, F(ledger_sync), 0, 0,
      "usage ledger durability: full (fsync, survives power loss) or normal (survives a "
      "process crash; default full)"},
+    {"adapter_memory", "--adapter-memory", "SYNAPSEX_ADAPTER_MEMORY", OPT_SIZE,
+     F(adapter_memory), 1L << 20, 1L << 40,
+     "memory for loaded LoRA adapters, e.g. 2GiB (default 1GiB; least recently used go "
+     "first)"},
+    {"adapter_preload", "--adapter-preload", "SYNAPSEX_ADAPTER_PRELOAD", OPT_INT,
+     F(adapter_preload), 0, 100000,
+     "most used active adapters loaded at start (default 16; 0: none)"},
     {"model", "--model", "SYNAPSEX_MODELS", OPT_PAIRS, F(models), 0, 0,
      "NAME=FILE.gguf, a local model (repeatable)"},
     {"upstream", "--upstream", "SYNAPSEX_UPSTREAMS", OPT_PAIRS, F(upstreams), 0, 0,
@@ -82,6 +89,8 @@ struct sx_config *sx_config_new(void)
     c->max_connections = 1024;
     c->connection_timeout_s = 60;
     c->shutdown_timeout_s = 10;
+    c->adapter_memory = (size_t)1 << 30;
+    c->adapter_preload = 16;
     return c;
 }
 

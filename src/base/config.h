@@ -29,6 +29,8 @@ struct sx_config {
     int connection_timeout_s; /* idle connection timeout, 60 */
     int shutdown_timeout_s;   /* graceful shutdown wait for in-flight requests, 10 */
     int ledger_sync;          /* SX_LEDGER_SYNC_FULL (default) or SX_LEDGER_SYNC_NORMAL */
+    size_t adapter_memory;    /* bytes of loaded LoRA adapters, 1 GiB */
+    int adapter_preload;      /* most used active adapters loaded at start, 16 */
     struct sx_config_pair *models;    /* --model NAME=FILE.gguf, in order given */
     size_t n_models;
     struct sx_config_pair *upstreams; /* --upstream NAME=URL, in order given */

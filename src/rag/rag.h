@@ -119,16 +119,16 @@ sx_rag *sx_rag_open(sx_store *store, sx_tenancy *tenancy, const struct sx_rag_li
                     char *err, size_t errlen);
 void sx_rag_close(sx_rag *rag); /* accepts NULL */
 
-/* Installs (fn non-NULL) or removes the embedder. model names its vector
- * space (vectors of another model are ignored); dim is 1..8192. From then
- * on new chunks get vectors, and retrieval fuses cosine similarity with
- * BM25 by reciprocal rank. Chunks uploaded before stay BM25-only until
- * they are uploaded again. Thread-safe. */
 /* Memory for the in-memory postings that rank a tenant's chunks without
  * FTS5 (same results, faster), across tenants; 0 turns them off. The
  * default is 256 MiB. */
 void sx_rag_set_postings_budget(sx_rag *rag, size_t bytes);
 
+/* Installs (fn non-NULL) or removes the embedder. model names its vector
+ * space (vectors of another model are ignored); dim is 1..8192. From then
+ * on new chunks get vectors, and retrieval fuses cosine similarity with
+ * BM25 by reciprocal rank. Chunks uploaded before stay BM25-only until
+ * they are uploaded again. Thread-safe. */
 void sx_rag_set_embedder(sx_rag *rag, sx_rag_embed_fn fn, void *ctx, const char *model,
                          int dim);
 
@@ -202,9 +202,8 @@ struct sx_rag_query {
 
 /* Ranks the tenant's chunks for text: BM25 over the tenant's index and,
  * with an embedder, cosine similarity of vectors, fused by reciprocal rank
- * (k = 60); a hit's score is then the larger of its normalised BM25 score
- * and its similarity (clipped at 0). Keeps those scoring
- * at least threshold, best first. out is cleared first and must be passed
+ * (k = 60); a hit's score is its normalised BM25 score (similarity only
+ * reorders). Keeps those scoring at least threshold, best first. out is cleared first and must be passed
  * to sx_rag_result_clear(). 0, SX_EINVAL (bad dataset list; fault) or
  * SX_ESTORE. A query without words gives 0 hits, not an error. */
 int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t len,

@@ -104,7 +104,10 @@ static sx_adapter_handle *uncache_locked(sx_registry *r, sx_adapter_handle *h)
     return --h->refs == 0 ? h : NULL;
 }
 
-/* Evicts least recently used entries until the budget holds, never keep. */
+/* Evicts least recently used entries until the budget holds, never keep
+ * and never one a request holds: its memory could not be freed, and the
+ * next request would load a second copy. Entries in use leave the cache
+ * over budget until their last release (sx_adapter_release evicts then). */
 static void evict_locked(sx_registry *r, const sx_adapter_handle *keep,
                          sx_adapter_handle **dead, int *n_dead, int max_dead)
 {
@@ -112,7 +115,7 @@ static void evict_locked(sx_registry *r, const sx_adapter_handle *keep,
         sx_adapter_handle *lru = NULL, *gone;
 
         for (sx_adapter_handle *h = r->cache; h; h = h->next)
-            if (h != keep && (!lru || h->last_used < lru->last_used))
+            if (h != keep && h->refs == 1 && (!lru || h->last_used < lru->last_used))
                 lru = h;
         if (!lru)
             break;
@@ -169,7 +172,9 @@ static sx_adapter_handle *insert(sx_registry *r, sx_adapter_handle *h)
 
 void sx_adapter_release(sx_adapter_handle *h)
 {
+    sx_adapter_handle *dead[16];
     sx_registry *r;
+    int n_dead = 0;
     bool last;
 
     if (!h)
@@ -177,10 +182,17 @@ void sx_adapter_release(sx_adapter_handle *h)
     r = h->reg;
     pthread_mutex_lock(&r->mu);
     last = --h->refs == 0;
+    /* An entry eviction had to skip may go now. */
+    if (!last && h->cached && h->refs == 1 && r->cached_bytes > r->budget)
+        evict_locked(r, NULL, dead, &n_dead, 16);
     pthread_mutex_unlock(&r->mu);
     if (last) {
         flush_uses(r, h);
         handle_free(h);
+    }
+    for (int i = 0; i < n_dead; i++) {
+        flush_uses(r, dead[i]);
+        handle_free(dead[i]);
     }
 }
 

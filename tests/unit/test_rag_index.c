@@ -743,6 +743,64 @@ static void test_df_cache_follows_writes(void **state)
     sx_rag_result_clear(&r);
 }
 
+/* The in-memory postings (built from the second query under one index
+ * state) rank exactly as FTS5 does, and a delete or upload shows in the
+ * very next query once they are warm; another tenant's chunks never come
+ * back from them. */
+static void expect_same_as_fts5(struct fx *f, const char *tenant, const char *query,
+                                const char *absent)
+{
+    struct sx_rag_query q = {.top_k = 50, .threshold = 0};
+    struct sx_rag_result a, b;
+    char err[256];
+    sx_rag *fts = sx_rag_open(f->store, NULL, NULL, err, sizeof(err));
+
+    assert_non_null(fts);
+    sx_rag_set_postings_budget(fts, 0);
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(sx_rag_retrieve(f->rag, tenant, query, strlen(query), &q, &a, NULL),
+                         0);
+        assert_int_equal(sx_rag_retrieve(fts, tenant, query, strlen(query), &q, &b, NULL),
+                         0);
+        assert_int_equal(a.n, b.n);
+        for (size_t i = 0; i < a.n; i++) {
+            assert_string_equal(a.hits[i].chunk_id, b.hits[i].chunk_id);
+            assert_true(a.hits[i].bm25 == b.hits[i].bm25);
+            assert_true(strncmp(a.hits[i].doc_id, tenant, strlen(tenant)) == 0);
+            assert_false(absent && strcmp(a.hits[i].doc_id, absent) == 0);
+        }
+        sx_rag_result_clear(&a);
+        sx_rag_result_clear(&b);
+    }
+    sx_rag_close(fts);
+}
+
+static void test_postings_follow_writes(void **state)
+{
+    struct fx *f = *state;
+    char ds_a[32], ds_b[32], id[32];
+
+    dataset(f, "tenant_a", "warm", 1, ds_a);
+    dataset(f, "tenant_b", "warm", 1, ds_b);
+    for (int d = 0; d < 20; d++) {
+        snprintf(id, sizeof(id), "tenant_a-%02d", d);
+        put(f, "tenant_a", ds_a, id, "Basalt", d % 3 ? "basalt columns near the coast"
+                                                     : "granite and basalt quarry");
+        snprintf(id, sizeof(id), "tenant_b-%02d", d);
+        put(f, "tenant_b", ds_b, id, "Basalt", "basalt granite basalt everywhere");
+    }
+    expect_same_as_fts5(f, "tenant_a", "basalt granite quarry", NULL);
+
+    /* Warm, then a delete: gone from the next query on. */
+    assert_int_equal(sx_rag_doc_delete(f->rag, "tenant_a", ds_a, "tenant_a-00"), 0);
+    expect_same_as_fts5(f, "tenant_a", "basalt granite quarry", "tenant_a-00");
+
+    /* Warm, then an upload that changes every score (IDF). */
+    put(f, "tenant_a", ds_a, "tenant_a-99", "Quarry", "quarry quarry granite");
+    expect_same_as_fts5(f, "tenant_a", "basalt granite quarry", "tenant_a-00");
+    expect_same_as_fts5(f, "tenant_b", "basalt granite quarry", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -761,6 +819,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dataset_token_not_searchable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_tenant_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_df_cache_follows_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_postings_follow_writes, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
