@@ -210,37 +210,32 @@ KERN_INLINE void tile_pairs(int type, int R, int P, int nb, const uint8_t *w,
         }
 }
 
-/* R weight rows against one activation row (half 0 of pair 0): decode. */
+/* R weight rows against one activation row (half 0 of pair 0): decode.
+ * One row at a time, front to back: the weights then stream from memory as
+ * one sequential run, which the hardware prefetchers follow best. On a
+ * Zen 4 VM this read a streaming matrix 1.2-1.5x faster than 8 rows
+ * interleaved with software prefetch (kernel_bench), and the activation
+ * row, reused for every weight row, stays in L1 either way. */
 KERN_INLINE void tile_one(int type, int R, int nb, const uint8_t *w,
                           size_t ws, const pk_block *x, float *out)
 {
-    __m256 acc[VEC_ROWS];
+    for (int r = 0; r < R; r++) {
+        const uint8_t *row = w + (size_t)r * ws;
+        __m256 acc = _mm256_setzero_ps();
 
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-        acc[r] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs[0]);
-        __m256i xi = _mm256_loadu_si256((const __m256i *)x[b].init[0]);
-        __m256 xd = _mm256_loadu_ps(x[b].d[0]);
-
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const uint8_t *row = w + (size_t)r * ws;
+        for (int b = 0; b < nb; b++) {
+            __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs[0]);
+            __m256i xi = _mm256_loadu_si256((const __m256i *)x[b].init[0]);
+            __m256 xd = _mm256_loadu_ps(x[b].d[0]);
             __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16(
                 (short)wscale(type, row, b)));
             __m256i s = _mm256_dpbusd_epi32(xi, wblock_u8(type, row, b), xq);
 
-            _mm_prefetch((const char *)row + (size_t)b * wbytes(type) + PF_DIST,
-                         _MM_HINT_T0);
-
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, xd),
-                                     _mm256_cvtepi32_ps(s), acc[r]);
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, xd),
+                                  _mm256_cvtepi32_ps(s), acc);
         }
+        out[r] = hsum8(acc);
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-        out[r] = hsum8(acc[r]);
 }
 
 /* Instances for every tile shape a matrix can end with. */
