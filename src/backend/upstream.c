@@ -253,7 +253,13 @@ static void http_error(struct upstream *u, struct up_job *j)
 
     if (j->status == 400 || j->status == 404 || j->status == 413 || j->status == 422) {
         status = 400;
-        code = "upstream_rejected";
+        /* Without context= in its configuration only the upstream knows
+         * the model's context; vLLM, llama.cpp server and OpenAI say so in
+         * words (OpenAI also with this code). */
+        code = strstr(msg, "context length") || strstr(msg, "context_length") ||
+                       strstr(msg, "maximum context") || strstr(msg, "exceeds the available context")
+                   ? "context_length_exceeded"
+                   : "upstream_rejected";
     } else if (j->status == 429 || j->status == 503) {
         status = 503;
         code = "upstream_busy";

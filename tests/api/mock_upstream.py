@@ -5,6 +5,7 @@ The mock answers /v1/chat/completions, /v1/completions and /v1/embeddings
 with canned text. The last user message (or the prompt) steers it:
   "MOCK:delay=S"     wait S seconds before answering
   "MOCK:status=N"    answer HTTP N with an OpenAI error body
+  "MOCK:context"     answer 400 as vLLM does for a prompt over the context
   "MOCK:nousage"     never send a usage object
   "MOCK:slow=N"      stream N chunks, 0.1 s apart (for disconnect tests)
   "MOCK:cut"         close the stream before the end
@@ -55,6 +56,9 @@ class MockUpstream:
                 m = re.search(r"MOCK:status=(\d+)", steer)
                 if m:
                     return self.error(int(m.group(1)), "mock failure")
+                if "MOCK:context" in steer:
+                    return self.error(400, "This model's maximum context length is 2048 "
+                                           "tokens. However, you requested 4100 tokens.")
                 if self.path.endswith("/embeddings"):
                     return self.embeddings(body)
                 if body.get("stream"):

@@ -263,6 +263,13 @@ def test_upstream_errors_are_mapped(sapi, tkey):
     assert r.status_code == 502 and "HTTP 500" in r.json()["error"]["message"]
     r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs("MOCK:status=429")})
     assert r.status_code == 503 and r.headers.get("retry-after")
+    r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs("MOCK:status=400")})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_rejected", r.text
+    # An upstream without context= configured: its own words are recognised.
+    r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs("MOCK:context")})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "context_length_exceeded", r.text
+    assert "maximum context length" in r.json()["error"]["message"]
     r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs("MOCK:cut")})
     assert r.status_code == 502, r.text
     r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs("MOCK:cut"),
