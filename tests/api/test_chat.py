@@ -3,6 +3,7 @@ synapsex and the loopback mock upstream of mock_upstream.py: shapes, SSE
 streaming, tenant settings, validation, routing by key and X-Tenant-ID,
 502/504 mapping and cancellation of a relay when the client leaves."""
 import json
+import shutil
 import time
 
 import pytest
@@ -355,3 +356,39 @@ def test_200_concurrent_streams_on_4_http_threads(sapi):
     assert results.count(True) == 200, [x for x in results if x is not True][:5]
     # Served one after another on 4 threads this would take 25 s.
     assert took < 15, took
+
+
+def test_sigterm_lets_in_flight_requests_finish(mock):
+    """Graceful shutdown: a completion (plain and streamed) in flight when
+    SIGTERM arrives is answered in full, and the server then exits 0."""
+    import signal
+    import threading
+
+    from conftest import Api
+
+    s = start_synapsex(["--upstream", f"synapsex-chat={mock.url};key_env=SX_TEST_UP_KEY"],
+                       {"SX_TEST_UP_KEY": UP_KEY})
+    api = Api(s)
+    _, key = api.create_tenant(tier="pro")
+    out = {}
+
+    def call(name, stream):
+        body = {"model": "synapsex-chat", "stream": stream,
+                "messages": msgs("MOCK:delay=1.0 take your time")}
+        out[name] = api.post("/chat/completions", key=key, json=body, timeout=30)
+
+    threads = [threading.Thread(target=call, args=(n, st))
+               for n, st in (("plain", False), ("stream", True))]
+    for th in threads:
+        th.start()
+    time.sleep(0.4)  # both are waiting on the upstream now
+    s.proc.send_signal(signal.SIGTERM)
+    for th in threads:
+        th.join(timeout=30)
+    assert s.proc.wait(timeout=20) == 0
+    assert out["plain"].status_code == 200, out["plain"].text
+    assert out["plain"].json()["choices"][0]["message"]["content"] == REPLY
+    assert out["stream"].status_code == 200
+    assert "[DONE]" in sse_events(out["stream"])
+    assert not SENSITIVE.leaks_in(s.log_text())
+    shutil.rmtree(s.data_dir, ignore_errors=True)
