@@ -241,6 +241,16 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
 
 /* ---- finishing a job ----------------------------------------------------- */
 
+/* Whether an upstream's refusal is about the prompt's length. Without
+ * context= in its configuration only the upstream knows the model's context;
+ * vLLM and OpenAI ("maximum context length", OpenAI also as this code) and
+ * llama.cpp server ("exceeds the available context size") say so in words. */
+static bool says_context_exceeded(const char *msg)
+{
+    return strstr(msg, "context length") || strstr(msg, "context_length") ||
+           strstr(msg, "maximum context") || strstr(msg, "exceeds the available context");
+}
+
 /* The upstream answered with an error status: say what it said. */
 static void http_error(struct upstream *u, struct up_job *j)
 {
@@ -253,13 +263,7 @@ static void http_error(struct upstream *u, struct up_job *j)
 
     if (j->status == 400 || j->status == 404 || j->status == 413 || j->status == 422) {
         status = 400;
-        /* Without context= in its configuration only the upstream knows
-         * the model's context; vLLM, llama.cpp server and OpenAI say so in
-         * words (OpenAI also with this code). */
-        code = strstr(msg, "context length") || strstr(msg, "context_length") ||
-                       strstr(msg, "maximum context") || strstr(msg, "exceeds the available context")
-                   ? "context_length_exceeded"
-                   : "upstream_rejected";
+        code = says_context_exceeded(msg) ? "context_length_exceeded" : "upstream_rejected";
     } else if (j->status == 429 || j->status == 503) {
         status = 503;
         code = "upstream_busy";

@@ -1,7 +1,8 @@
 /* AVX-512 VNNI matrix kernels for Q8_0 / Q4_0 weights: several weight rows
  * against several activation rows per pass, accumulators in registers, so a
  * weight block is loaded once for up to 8 activation rows and an activation
- * block once for up to 8 weight rows. The activations of one matmul are
+ * block once for 4 weight rows; one activation row (decode) streams the
+ * weight rows one after another. The activations of one matmul are
  * quantized and packed once (pack_q8) into the layout the kernels read.
  *
  * Exactness: every (row, activation) pair keeps the float order of the
@@ -22,9 +23,9 @@ typedef sx_q8_pair_block pk_block;
 #define TILE_ROWS 4          /* weight rows per register tile (pairs path) */
 #define TILE_PAIRS 4         /* activation pairs per register tile */
 #define VEC_ROWS 8           /* weight rows per tile of the 1-row path */
-/* Software prefetch distance in bytes along the weight rows: the hardware
- * prefetchers stop at page boundaries, and streaming decode measured 1.6x
- * faster single-threaded with 8 KiB than without. */
+/* Software prefetch distance in bytes along the weight rows of the pairs
+ * path, whose 4 interleaved rows the hardware prefetchers follow poorly:
+ * without it a streaming matrix took 1.6x as long. */
 #ifndef PF_DIST
 #define PF_DIST 8192
 #endif
