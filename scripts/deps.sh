@@ -8,7 +8,7 @@ pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
       libssl-dev libcurl4-openssl-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(libcmocka-dev python3 python3-pytest python3-requests clang
-           libclang-rt-14-dev)
+           libclang-rt-14-dev faketime)
     # Node.js runs the official openai SDK tests. A Node.js that is already
     # installed (Debian's, or a vendor package that bundles npm) is kept.
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

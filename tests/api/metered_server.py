@@ -140,8 +140,9 @@ def _free_port():
 class MeteredServer:
     """A synapsex process with the mock upstream; restartable on its data."""
 
-    def __init__(self, upstream, data_dir=None, ledger_sync=None):
+    def __init__(self, upstream, data_dir=None, ledger_sync=None, env_extra=None):
         self.upstream = upstream
+        self.env_extra = dict(env_extra or {})  # e.g. libfaketime's variables
         self.ledger_sync = ledger_sync  # None: the server's default
         self.dir = data_dir or tempfile.mkdtemp(prefix="sx-meter-")
         self.data = os.path.join(self.dir, "data")
@@ -167,6 +168,7 @@ class MeteredServer:
         env.pop("SYNAPSEX_CONFIG", None)
         env["SYNAPSEX_ADMIN_KEY"] = self.admin_key
         env["SYNAPSEX_LOG_LEVEL"] = "info"
+        env.update(self.env_extra)
         for _ in range(3):
             self.port = _free_port()
             with open(self.log_path, "ab") as logf:

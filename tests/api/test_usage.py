@@ -242,3 +242,44 @@ def test_usage_purged_with_the_tenant(metered):
     rows = metered.request("GET", "/admin/usage/tenants", key=metered.admin_key).json()
     assert t["id"] not in [x["tenant_id"] for x in rows["tenants"]]
     assert re.match(r"^tenant_", t["id"])
+
+
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+@pytest.mark.skipif(not os.path.exists(LIBFAKETIME),
+                    reason="skipped: libfaketime absent (apt-get install faketime)")
+def test_spec_daily_example_prints_the_requests_of_january_2024(tmp_path):
+    """The spec's "Usage by Day" example asks for January 2024: a server whose
+    clock starts on 2024-01-15 (libfaketime, preloaded into the server alone)
+    serves requests on that day, and the example, run unchanged, prints them
+    on that line and zeros elsewhere."""
+    up = MockUpstream()
+    fake = {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": "@2024-01-15 10:00:00",
+            # The sanitizer build's runtime must otherwise be loaded first.
+            "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    srv = MeteredServer(up, data_dir=str(tmp_path), env_extra=fake).start()
+    try:
+        farm, fkey = srv.create_tenant("farmacia_santa_casa", tier="pro",
+                                       name="Farmácia Santa Casa")
+        reason = completions_available(srv, fkey)
+        if reason:
+            pytest.skip(reason)
+        for _ in range(4):
+            assert srv.chat(fkey, max_tokens=3).status_code == 200
+        u = srv.request("GET", f"/tenants/{farm['id']}/usage", key=srv.admin_key,
+                        params={"period": "today"}).json()
+        assert u["from"] == "2024-01-15" and u["requests"] == 5, u
+
+        lines = run_example(srv, "usage_daily.py").splitlines()
+        assert len(lines) == 31
+        assert lines[14] == f"2024-01-15: 5 requests, {u['tokens']} tokens", lines[14]
+        assert u["tokens"] > 0
+        assert set(lines[:14] + lines[15:]) == {
+            f"2024-01-{d:02d}: 0 requests, 0 tokens" for d in range(1, 32) if d != 15}
+        out = run_example(srv, "usage.py")  # current_month is January 2024 there
+        assert out.startswith(f"Requests: 5\nTokens: {u['tokens']}\n"), out
+    finally:
+        rc = srv.stop()
+        up.close()
+    assert rc == 0, srv.log_text()[-2000:]
