@@ -147,6 +147,31 @@ static void get_doc(sx_http_req *r, void *ctx)
         sx_http_reply_json(r, 200, out);
 }
 
+/* GET .../docs?limit=&after=: the dataset's documents by doc_id. */
+static void list_docs(sx_http_req *r, void *ctx)
+{
+    struct sx_app *app = ctx;
+    struct sx_principal p;
+    struct sx_tenant *t;
+    const char *after = sx_http_query(r, "after");
+    json_t *out = NULL;
+    int limit, rc;
+
+    if (sx_api_path_tenant(app, r, true, &p, &t))
+        return;
+    if (sx_api_query_limit(r, 100, &limit)) {
+        sx_tenant_unref(t);
+        return;
+    }
+    rc = sx_rag_docs_list(app->rag, t->id, sx_http_param(r, "d"),
+                          after ? after : sx_http_query(r, "cursor"), limit, &out);
+    sx_tenant_unref(t);
+    if (rc)
+        reply_rag(r, rc, NULL, "dataset");
+    else
+        sx_http_reply_json(r, 200, out);
+}
+
 static void delete_doc(sx_http_req *r, void *ctx)
 {
     struct sx_app *app = ctx;
@@ -245,6 +270,7 @@ int sx_api_datasets_routes(struct sx_app *app, sx_http_server *srv)
         {"GET", "/v1/tenants/{t}/datasets/{d}", get_dataset},
         {"DELETE", "/v1/tenants/{t}/datasets/{d}", delete_dataset},
         {"POST", "/v1/tenants/{t}/datasets/{d}/upload/docs", upload_docs},
+        {"GET", "/v1/tenants/{t}/datasets/{d}/docs", list_docs},
         {"GET", "/v1/tenants/{t}/datasets/{d}/docs/{doc_id}", get_doc},
         {"DELETE", "/v1/tenants/{t}/datasets/{d}/docs/{doc_id}", delete_doc},
     };

@@ -896,6 +896,58 @@ done:
     return rc;
 }
 
+int sx_rag_docs_list(sx_rag *rag, const char *tenant_id, const char *dataset_id,
+                     const char *after, int limit, json_t **out)
+{
+    sx_db *db = sx_store_acquire(rag->store);
+    json_t *data = json_array(), *last = NULL;
+    sx_stmt *st = NULL;
+    int rc, n = 0;
+
+    if (!db || !data) {
+        rc = db ? SX_ENOMEM : SX_ESTORE;
+        goto done;
+    }
+    if (limit < 1 || limit > 100)
+        limit = 100;
+    rc = dataset_load(db, tenant_id, dataset_id, NULL, NULL, NULL);
+    if (rc)
+        goto done;
+
+    /* One row more than the page shows whether there is a next one. */
+    st = sx_db_query(db, "SELECT doc_id, title, bytes, n_chunks, created_at, updated_at "
+                         "FROM rag_docs WHERE tenant_id = $1 AND dataset_id = $2 AND "
+                         "doc_id > $3 ORDER BY doc_id LIMIT $4", "ttti", tenant_id,
+                     dataset_id, after ? after : "", (int64_t)limit + 1);
+    if (!st) {
+        rc = SX_ESTORE;
+        goto done;
+    }
+    while ((rc = sx_stmt_step(st)) == SX_STORE_ROW && n < limit) {
+        last = json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o}", "object", "document",
+                         "doc_id", sx_stmt_text(st, 0), "title", sx_stmt_text(st, 1),
+                         "bytes", (json_int_t)sx_stmt_int(st, 2), "chunk_count",
+                         (json_int_t)sx_stmt_int(st, 3), "created_at", iso(sx_stmt_int(st, 4)),
+                         "updated_at", iso(sx_stmt_int(st, 5)));
+        json_array_append_new(data, last);
+        n++;
+    }
+    if (rc < 0) {
+        rc = SX_ESTORE;
+        goto done;
+    }
+    *out = json_pack("{s:s, s:O, s:b, s:o}", "object", "list", "data", data, "has_more",
+                     rc == SX_STORE_ROW, "next_cursor",
+                     rc == SX_STORE_ROW ? json_deep_copy(json_object_get(last, "doc_id"))
+                                        : json_null());
+    rc = *out ? 0 : SX_ENOMEM;
+done:
+    sx_stmt_done(st);
+    json_decref(data);
+    sx_store_release(rag->store, db);
+    return rc;
+}
+
 int sx_rag_doc_get(sx_rag *rag, const char *tenant_id, const char *dataset_id,
                    const char *doc_id, json_t **out)
 {

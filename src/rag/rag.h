@@ -162,6 +162,13 @@ int sx_rag_dataset_delete(sx_rag *rag, const char *tenant_id, const char *datase
 int sx_rag_docs_upload(sx_rag *rag, const char *tenant_id, const char *dataset_id,
                        const json_t *body, json_t **out, struct sx_fault *f);
 
+/* One page of a dataset's documents by doc_id (no text): at most limit
+ * (1..100) after the doc_id `after` (NULL: from the start). *out is
+ * {"object": "list", "data": [...], "has_more", "next_cursor"}, the cursor
+ * being the last doc_id of the page. SX_ENOTFOUND (dataset), SX_ESTORE. */
+int sx_rag_docs_list(sx_rag *rag, const char *tenant_id, const char *dataset_id,
+                     const char *after, int limit, json_t **out);
+
 /* A document with its chunks' ids. SX_ENOTFOUND or SX_ESTORE. */
 int sx_rag_doc_get(sx_rag *rag, const char *tenant_id, const char *dataset_id,
                    const char *doc_id, json_t **out);

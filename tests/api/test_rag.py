@@ -246,6 +246,37 @@ def test_upload_body_shape_and_utf8(api, tenant):
 
 # ---- delete ------------------------------------------------------------------
 
+def test_list_documents_in_pages(api, tenant, other_tenant):
+    t, key = tenant
+    o, okey = other_tenant
+    ds = new_dataset(api, t["id"])
+    docs = [{"doc_id": f"doc_{i:02d}", "title": f"Title {i}", "text": "basalt " * (i + 1)}
+            for i in range(5)]
+    assert upload(api, t["id"], ds, docs).status_code == 200
+    url = f"/tenants/{t['id']}/datasets/{ds}/docs"
+
+    seen, after = [], None
+    for want_more in (True, True, False):
+        r = api.get(url, key=key, params={"limit": 2, **({"after": after} if after else {})})
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert page["object"] == "list" and page["has_more"] is want_more, page
+        seen += [d["doc_id"] for d in page["data"]]
+        assert all("text" not in d and d["chunk_count"] >= 1 for d in page["data"])
+        after = page["next_cursor"]
+        assert (after is not None) is want_more
+    assert seen == [d["doc_id"] for d in docs]
+    assert api.get(url, key=key).json()["data"][4]["bytes"] == len(docs[4]["text"])
+
+    # Another tenant's key, another tenant's path, an unknown dataset, bad limits.
+    assert_error(api.get(url, key=okey), 404)
+    assert_error(api.get(f"/tenants/{o['id']}/datasets/{ds}/docs", key=okey), 404)
+    assert_error(api.get(f"/tenants/{t['id']}/datasets/ds_nope/docs", key=key), 404)
+    for bad in ("0", "101", "x"):
+        err = assert_error(api.get(url, key=key, params={"limit": bad}), 400)
+        assert err["param"] == "limit"
+
+
 def test_delete_document_and_dataset(api, tenant):
     t, key = tenant
     ds = new_dataset(api, t["id"])
