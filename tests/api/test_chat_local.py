@@ -160,3 +160,46 @@ def test_disconnect_mid_stream_frees_the_sequence(sapi):
         "model": "synapsex-chat", "max_tokens": 3,
         "messages": [{"role": "user", "content": "hi"}]})
     assert ok.status_code == 200
+
+
+def test_concurrent_streams_share_the_engine_on_2_http_threads():
+    """32 streams on a server with 2 HTTP threads: more streams are open at
+    once than there are threads (a waiting stream holds none; the engine
+    batches their sequences), and every one ends with [DONE]."""
+    import re
+    import threading
+
+    from conftest import Api
+
+    s = start_synapsex(["--model", f"synapsex-chat={MODEL}", "--http-threads", "2"])
+    try:
+        api = Api(s)
+        _, key = api.create_tenant(tier="enterprise", settings={"rate_limit_rpm": 100000})
+        results, lock = [], threading.Lock()
+
+        def one(i):
+            r = requests.post(s.base + "/chat/completions", timeout=60,
+                              headers={"Authorization": f"Bearer {key}"},
+                              json={"model": "synapsex-chat", "stream": True, "max_tokens": 24,
+                                    "temperature": 0, "messages": [
+                                        {"role": "user", "content": f"Story number {i}."}]})
+            ok = r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+            with lock:
+                results.append(ok or (r.status_code, r.text[:200]))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+        for th in threads:
+            th.start()
+        most = 0
+        while any(th.is_alive() for th in threads):
+            text = requests.get(s.root + "/metrics", timeout=5,
+                                headers={"Authorization": f"Bearer {s.admin_key}"}).text
+            m = re.search(r"^synapsex_http_streams_open (\d+)", text, re.M)
+            most = max(most, int(m.group(1)) if m else 0)
+            time.sleep(0.01)
+        for th in threads:
+            th.join()
+        assert results.count(True) == 32, [x for x in results if x is not True][:3]
+        assert most > 2, f"at most {most} streams were open at once"
+    finally:
+        stop_synapsex(s)
