@@ -210,9 +210,9 @@ struct sx_rag_query {
 /* Ranks the tenant's chunks for text: BM25 over the tenant's index and,
  * with an embedder, cosine similarity of vectors, fused by reciprocal rank
  * (k = 60); a hit's score is its normalised BM25 score (similarity only
- * reorders). Keeps those scoring at least threshold, best first. out is cleared first and must be passed
- * to sx_rag_result_clear(). 0, SX_EINVAL (bad dataset list; fault) or
- * SX_ESTORE. A query without words gives 0 hits, not an error. */
+ * reorders). Keeps those scoring at least threshold, best first. out is
+ * cleared first and must be passed to sx_rag_result_clear(). 0, SX_EINVAL
+ * (bad dataset list; fault) or SX_ESTORE. A query without words gives 0 hits, not an error. */
 int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t len,
                     const struct sx_rag_query *q, struct sx_rag_result *out,
                     struct sx_fault *f);
