@@ -261,18 +261,23 @@ static void *build(tspec *sp, size_t *len)
     return buf;
 }
 
-static tspec llama_spec(int type, int r)
+/* q, v and down of both layers of a fixture model: a partial adapter. */
+static tspec partial_spec(const char *arch, int n_ff, int type, int r)
 {
-    tspec sp = {.gtype = "adapter", .atype = "lora", .arch = "llama",
+    tspec sp = {.gtype = "adapter", .atype = "lora", .arch = arch,
                 .alpha = 16.0f, .seed = 42, .amp = 0.1f};
 
-    /* q, v and down of both layers: a partial adapter. */
     for (int l = 0; l < 2; l++) {
         add_pair(&sp, l, "attn_q", type, 64, r, 64);
         add_pair(&sp, l, "attn_v", type, 64, r, 32);
-        add_pair(&sp, l, "ffn_down", type, 192, r, 64);
+        add_pair(&sp, l, "ffn_down", type, n_ff, r, 64);
     }
     return sp;
+}
+
+static tspec llama_spec(int type, int r)
+{
+    return partial_spec("llama", 192, type, r);
 }
 
 static sx_lora *from_spec(const sx_model *m, tspec *sp, int *rc, char *err,
@@ -294,8 +299,11 @@ static const int32_t prompt_c[] = {1, 402, 29878, 30162, 29872, 29871, 233,
                                    160, 180, 30675, 29871};
 
 /* Three sequences {fixture adapter, synthetic F16 adapter, none}, prefilled
- * together then decoded together, equal each run alone. */
-static void test_mixed_batch_equals_alone(void **state)
+ * together then decoded together, equal each run alone: on the F32 model,
+ * and on the Q8_0 one, whose batch and single-row steps take different
+ * matrix kernels. */
+static void mixed_batch_equals_alone(const char *model, const char *lora, const char *arch,
+                                     int n_ff)
 {
     const int32_t *pr[3] = {prompt_a, prompt_b, prompt_c};
     const int len[3] = {7, 5, 11};
@@ -313,12 +321,10 @@ static void test_mixed_batch_equals_alone(void **state)
     char err[256];
     tspec sp;
 
-    (void)state;
-    NEED_FIXTURES();
-    m = load_model("models/tiny-llama-f32.gguf");
+    m = load_model(model);
     V = sx_model_get_info(m)->n_vocab;
-    ad[0] = load_lora(m, "models/lora-tiny-llama.gguf");
-    sp = llama_spec(SX_GGML_F16, 8);
+    ad[0] = load_lora(m, lora);
+    sp = partial_spec(arch, n_ff, SX_GGML_F16, 8);
     ad[1] = from_spec(m, &sp, NULL, err, sizeof(err));
     assert_non_null(ad[1]);
     assert_int_equal(sx_lora_get_info(ad[1])->n_matrices, 6);
@@ -365,7 +371,7 @@ static void test_mixed_batch_equals_alone(void **state)
                 assert_true(d <= 1e-5);
             }
     }
-    printf("  mixed batch vs alone: max |dlogit| %.2e\n", worst);
+    printf("  %s, mixed batch vs alone: max |dlogit| %.2e\n", model, worst);
     for (int i = 0; i < 3; i++) {
         sx_seq_free(alone[i]);
         sx_seq_free(batch[i]);
@@ -376,6 +382,16 @@ static void test_mixed_batch_equals_alone(void **state)
     sx_kv_free(kv);
     sx_model_free(m);
     sx_pool_free(pool);
+}
+
+static void test_mixed_batch_equals_alone(void **state)
+{
+    (void)state;
+    NEED_FIXTURES();
+    mixed_batch_equals_alone("models/tiny-llama-f32.gguf", "models/lora-tiny-llama.gguf",
+                             "llama", 192);
+    mixed_batch_equals_alone("models/tiny-qwen2-q8_0.gguf", "models/lora-tiny-qwen2.gguf",
+                             "qwen2", 160);
 }
 
 /* A sequence without an adapter is bit-identical whether its neighbours in
