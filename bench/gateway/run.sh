@@ -9,9 +9,12 @@
 #
 # Each round measures, at concurrency 1 and 64 (wrk), the mock directly,
 # then synapsex (one instance per ledger_sync mode asked for; both by
-# default: "synapsex-full" and "synapsex-normal"), then Portkey; medians over the rounds are printed. Added
-# latency = a gateway's p50/p99 minus the mock's own at the same
-# concurrency. Needs wrk (apt) and node + npm.
+# default: "synapsex-full" and "synapsex-normal"), then Portkey; medians over
+# the rounds are printed. Added latency = a gateway's p50/p99 minus the
+# mock's own at the same concurrency. CPU per request = the gateway
+# process's user + system time during the run over the requests it served:
+# steadier than requests/s when other work shares the machine. Needs wrk
+# (apt) and node + npm.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -55,6 +58,8 @@ cc -O2 -Wall -Wextra -o "$out/mock_upstream" "$here/mock_upstream.c"
 # 2. Start the mock, synapsex (in front of it) and Portkey.
 mock_port=$(free_port); pk_port=$(free_port)
 "$out/mock_upstream" "$mock_port" & pids+=($!)
+mock_pid=$!
+declare -A sx_pid
 admin="sk-admin-$(head -c 64 /dev/urandom | base64 | tr -dc A-Za-z0-9 | head -c 43)"
 declare -A sx_port sx_key
 for sync in $syncs; do
@@ -63,9 +68,11 @@ for sync in $syncs; do
         --listen "127.0.0.1:${sx_port[$sync]}" --data "$out/data-$sync" --log-level warn \
         --ledger-sync "$sync" --upstream "synapsex-chat=http://127.0.0.1:$mock_port/v1" \
         > "$out/synapsex-$sync.log" 2>&1 & pids+=($!)
+    sx_pid[$sync]=$!
 done
 node "$here/node_modules/@portkey-ai/gateway/build/start-server.js" --port="$pk_port" \
     > "$out/portkey.log" 2>&1 & pids+=($!)
+pk_pid=$!
 for sync in $syncs; do wait_http "http://127.0.0.1:${sx_port[$sync]}/healthz"; done
 wait_http "http://127.0.0.1:$pk_port/"
 
@@ -78,42 +85,51 @@ for sync in $syncs; do
 done
 
 # 4. Rounds: each target at c=1 and c=64, after a warm-up of each.
-run_wrk() { # target conc -> "rps p50_us p99_us non200"
-    local url=$1 conc=$2 threads=1 txt
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, 1/100 s
+run_wrk() { # target conc pid -> "rps p50_us p99_us non200 cpu_us_per_request"
+    local url=$1 conc=$2 pid=$3 threads=1 txt t0
     [ "$conc" -gt 1 ] && threads=2
+    t0=$(ticks "$pid")
     txt=$(wrk -t"$threads" -c"$conc" -d"${seconds}s" --latency -s "$here/post.lua" "$url")
-    echo "$txt" | /usr/bin/python3 -c '
+    echo "$txt" | TICKS=$(( $(ticks "$pid") - t0 )) /usr/bin/python3 -c '
 import re, sys
 t = sys.stdin.read()
 def us(pct):
     m = re.search(pct + r"%\s+([\d.]+)(us|ms|s)\b", t)
     return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else float("nan")
+import os
 m = re.search(r"Requests/sec:\s+([\d.]+)", t)
 bad = re.search(r"non200 (\d+)", t)
-print(float(m.group(1)) if m else 0.0, us("50"), us("99"), int(bad.group(1)) if bad else -1)'
+n = re.search(r"(\d+) requests in", t)
+cpu = int(os.environ["TICKS"]) * 1e4 / int(n.group(1)) if n and int(n.group(1)) else float("nan")
+print(float(m.group(1)) if m else 0.0, us("50"), us("99"), int(bad.group(1)) if bad else -1,
+      cpu)'
 }
 results="$out/results.txt"
 : > "$results"
 seconds_main=$seconds; seconds=1
 for sync in $syncs; do
     H_AUTHORIZATION="Bearer ${sx_key[$sync]}" \
-        run_wrk "http://127.0.0.1:${sx_port[$sync]}/v1/chat/completions" 4 >/dev/null
+        run_wrk "http://127.0.0.1:${sx_port[$sync]}/v1/chat/completions" 4 \
+        "${sx_pid[$sync]}" >/dev/null
 done
 H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
     H_X_PORTKEY_CUSTOM_HOST="http://127.0.0.1:$mock_port/v1" \
-    run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" 4 >/dev/null
+    run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" 4 "$pk_pid" >/dev/null
 seconds=$seconds_main
 for r in $(seq "$rounds"); do
     for conc in 1 64; do
-        echo "mock $conc $(run_wrk "http://127.0.0.1:$mock_port/v1/chat/completions" "$conc")" >> "$results"
+        echo "mock $conc $(run_wrk "http://127.0.0.1:$mock_port/v1/chat/completions" "$conc" \
+            "$mock_pid")" >> "$results"
         for sync in $syncs; do
             echo "synapsex-$sync $conc $(H_AUTHORIZATION="Bearer ${sx_key[$sync]}" \
-                run_wrk "http://127.0.0.1:${sx_port[$sync]}/v1/chat/completions" "$conc")" \
-                >> "$results"
+                run_wrk "http://127.0.0.1:${sx_port[$sync]}/v1/chat/completions" "$conc" \
+                "${sx_pid[$sync]}")" >> "$results"
         done
         echo "portkey $conc $(H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
             H_X_PORTKEY_CUSTOM_HOST="http://127.0.0.1:$mock_port/v1" \
-            run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" "$conc")" >> "$results"
+            run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" "$conc" "$pk_pid")" \
+            >> "$results"
     done
     echo "round $r done" >&2
 done
@@ -128,17 +144,19 @@ for name in names:
     for c in ("1", "64"):
         rs = [r for r in rows if r[0] == name and r[1] == c]
         med[name, c] = [statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4)] + \
-                       [sum(int(r[5]) for r in rs)]
+                       [sum(int(r[5]) for r in rs), statistics.median(float(r[6]) for r in rs)]
 print(f"{'gateway':16} {'conc':>4} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} "
-      f"{'added p50':>10} {'added p99':>10} {'non-200':>8}")
+      f"{'added p50':>10} {'added p99':>10} {'non-200':>8} {'cpu us/req':>10}")
 for c in ("1", "64"):
     base = med["mock", c]
     for name in names:
-        rps, p50, p99, bad = med[name, c]
+        rps, p50, p99, bad, cpu = med[name, c]
         add = "" if name == "mock" else f"{p50 - base[1]:10.0f} {p99 - base[2]:10.0f}"
-        print(f"{name:16} {c:>4} {rps:10.0f} {p50:9.0f} {p99:9.0f} {add:>21} {bad:8d}")
+        print(f"{name:16} {c:>4} {rps:10.0f} {p50:9.0f} {p99:9.0f} {add:>21} {bad:8d} "
+              f"{cpu:10.0f}")
 for c in ("1", "64"):
     for name in names[1:-1]:
         print(f"c={c}: {name} / portkey requests/s = "
-              f"{med[name, c][0] / med['portkey', c][0]:.1f}x")
+              f"{med[name, c][0] / med['portkey', c][0]:.1f}x, CPU per request "
+              f"{med[name, c][4] / med['portkey', c][4]:.2f}x Portkey's")
 PY
