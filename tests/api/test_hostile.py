@@ -156,6 +156,18 @@ def test_odd_tenant_refs(api, tenant, ref):
     assert api.tenant_count() == n
 
 
+def test_echoed_ref_cut_inside_a_character_keeps_code_and_param(api):
+    """A regression: the 404 echoes at most 64 bytes of the tenant ref; a cut
+    inside a UTF-8 character made the message unencodable, and the body lost
+    its code and param. The ref and a 4-byte character end at byte 66."""
+    for ref in ("a" * 63 + "%C3%A9", "b" * 62 + "%F0%9F%99%82", "%ff" * 70):
+        r = api.aget(f"/tenants/{ref}")
+        assert r.status_code in (400, 404), r.text
+        err = assert_error(r, r.status_code)
+        assert err["code"] is not None, err
+        assert "request failed" not in err["message"], err
+
+
 def test_dot_segments_do_not_escape(api, tenant):
     """Raw (unnormalised) dot segments: /v1/tenants/../admin/audit must not
     become an admin route for a tenant key."""
