@@ -196,15 +196,21 @@ static void h_chat(sx_http_req *r, void *ctx)
     if (sx_api_request_tenant(app, r, &p, &t))
         return;
     body = sx_http_json_object(r);
-    if (body && sx_api_check_fields(r, body, chat_fields, unsupported) == 0 &&
-        sx_api_gen_common(r, body, &g) == 0 && parse_messages(r, body, &g) == 0 &&
-        parse_logprobs(r, body, &g) == 0) {
-        /* RAG context joins the messages before the prompt is counted. */
-        if (sx_rag_augment_messages(app->rag, t, g.messages, &g.rag) != 0)
-            sx_http_reply_error(r, 500, NULL, NULL, "out of memory");
-        else
-            sx_api_gen_run(app, r, t, &g);
-    }
+    if (!body || sx_api_check_fields(r, body, chat_fields, unsupported) != 0 ||
+        sx_api_gen_common(r, body, &g) != 0 || parse_messages(r, body, &g) != 0 ||
+        parse_logprobs(r, body, &g) != 0)
+        goto out;
+
+    /* RAG context joins the messages before the prompt is counted, so
+     * admission comes after retrieval; a tenant that admission would refuse
+     * whatever the request's size is refused first, before that work. */
+    if (t->settings.enable_rag && sx_meter_check(app->meter, r, t) != 0)
+        goto out;
+    if (sx_rag_augment_messages(app->rag, t, g.messages, &g.rag) != 0)
+        sx_http_reply_error(r, 500, NULL, NULL, "out of memory");
+    else
+        sx_api_gen_run(app, r, t, &g);
+out:
     json_decref(g.messages);
     json_decref(g.rag);
     sx_tenant_unref(t);

@@ -55,12 +55,15 @@ struct limiter_ops {
     const char *name;
     void *(*open)(void);
     void (*close)(void *st);
-    /* Checks and, when every limit allows it, takes one request slot and
-     * reserves need tokens, atomically. mono_ns < 0: the decision time is
-     * read from the clocks at the decision (out->at_ms); else mono_ns and
-     * wall_ms are used (tests). Fills out; 0 or SX_ENOMEM. */
+    /* Checks and, when every limit allows it and take is set, takes one
+     * request slot and reserves need tokens, atomically (take false: only
+     * the verdict, nothing taken; a refusal counts as one either way).
+     * mono_ns < 0: the decision time is read from the clocks at the
+     * decision (out->at_ms); else mono_ns and wall_ms are used (tests).
+     * Fills out; 0 or SX_ENOMEM. */
     int (*admit)(void *st, const char *tenant_id, const struct meter_limits *l,
-                 int64_t need, int64_t mono_ns, int64_t wall_ms, struct admit_result *out);
+                 int64_t need, bool take, int64_t mono_ns, int64_t wall_ms,
+                 struct admit_result *out);
     /* Releases a reservation of day and bills used tokens against it
      * (uncount: also gives the request back). Returns the REACHED_* bits
      * newly set by this settlement; *used_after is the day's settled use. */

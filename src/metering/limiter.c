@@ -224,7 +224,7 @@ static void describe(const struct entry *e, const struct meter_limits *l, int64_
 }
 
 static int mem_admit(void *st, const char *tenant_id, const struct meter_limits *l,
-                     int64_t need, int64_t mono_ns, int64_t wall_ms,
+                     int64_t need, bool take, int64_t mono_ns, int64_t wall_ms,
                      struct admit_result *out)
 {
     struct memstate *ms = st;
@@ -294,6 +294,12 @@ static int mem_admit(void *st, const char *tenant_id, const struct meter_limits 
     }
 
     /* Admitted: take the slot and the reservation together. */
+    if (!take) {
+        out->verdict = METER_OK;
+        describe(e, l, t_ns, tau_ns, mono_ns, out);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+    }
     e->tat_ns = tat + t_ns;
     e->requests++;
     e->reserved += need;

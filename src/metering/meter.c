@@ -212,10 +212,12 @@ static void fill_headers(struct sx_meter_grant *g, const struct meter_limits *l,
     }
 }
 
-int sx_meter_admit_core(sx_meter *m, const char *tenant_id, const struct meter_limits *l,
-                        const char *request_id, int64_t prompt_tokens, int64_t max_tokens,
-                        int64_t mono_ns, int64_t wall_ms, struct admit_result *res,
-                        struct sx_meter_grant **out)
+/* sx_meter_admit_core, or with take false only its verdict (a grant that
+ * reserves nothing comes back on success; free it). */
+static int admit_core(sx_meter *m, const char *tenant_id, const struct meter_limits *l,
+                      const char *request_id, int64_t prompt_tokens, int64_t max_tokens,
+                      bool take, int64_t mono_ns, int64_t wall_ms, struct admit_result *res,
+                      struct sx_meter_grant **out)
 {
     struct sx_meter_grant *g;
     int64_t need;
@@ -232,7 +234,7 @@ int sx_meter_admit_core(sx_meter *m, const char *tenant_id, const struct meter_l
     if (!g)
         return SX_ENOMEM;
 
-    rc = m->ops->admit(m->state, tenant_id, l, need, mono_ns, wall_ms, res);
+    rc = m->ops->admit(m->state, tenant_id, l, need, take, mono_ns, wall_ms, res);
     if (rc) {
         free(g);
         return rc;
@@ -253,6 +255,15 @@ int sx_meter_admit_core(sx_meter *m, const char *tenant_id, const struct meter_l
     g->started_ms = res->at_ms; /* the decision's time, as GCRA saw it */
     *out = g;
     return 0;
+}
+
+int sx_meter_admit_core(sx_meter *m, const char *tenant_id, const struct meter_limits *l,
+                        const char *request_id, int64_t prompt_tokens, int64_t max_tokens,
+                        int64_t mono_ns, int64_t wall_ms, struct admit_result *res,
+                        struct sx_meter_grant **out)
+{
+    return admit_core(m, tenant_id, l, request_id, prompt_tokens, max_tokens, true, mono_ns,
+                      wall_ms, res, out);
 }
 
 static void reply_refusal(sx_http_req *r, const struct sx_meter_grant *g,
@@ -312,8 +323,9 @@ static void reply_refusal(sx_http_req *r, const struct sx_meter_grant *g,
     }
 }
 
-int sx_meter_admit(sx_meter *m, sx_http_req *r, const struct sx_tenant *t,
-                   int64_t prompt_tokens, int64_t max_tokens, struct sx_meter_grant **out)
+static int admit_http(sx_meter *m, sx_http_req *r, const struct sx_tenant *t,
+                      int64_t prompt_tokens, int64_t max_tokens, bool take,
+                      struct sx_meter_grant **out)
 {
     struct sx_tenant_limits tl;
     struct meter_limits l;
@@ -334,8 +346,8 @@ int sx_meter_admit(sx_meter *m, sx_http_req *r, const struct sx_tenant *t,
     l.requests_per_day = tl.requests_per_day;
     l.trial = t->tier == SX_TIER_TRIAL;
 
-    rc = sx_meter_admit_core(m, t->id, &l, sx_http_request_id(r), prompt_tokens, max_tokens,
-                             -1, -1, &res, &g);
+    rc = admit_core(m, t->id, &l, sx_http_request_id(r), prompt_tokens, max_tokens, take, -1,
+                    -1, &res, &g);
     if (rc == SX_ELIMIT) {
         reply_refusal(r, g, &l, &res, prompt_tokens + max_tokens);
         free(g);
@@ -349,10 +361,27 @@ int sx_meter_admit(sx_meter *m, sx_http_req *r, const struct sx_tenant *t,
                             sx_http_request_id(r));
         return rc;
     }
-    for (int i = 0; i < g->n_hdr; i++)
+    /* The headers of an admission; a check leaves them to the admission
+     * that follows. */
+    for (int i = 0; take && i < g->n_hdr; i++)
         sx_http_set_header(r, g->hdr_name[i], g->hdr_value[i]);
     *out = g;
     return 0;
+}
+
+int sx_meter_admit(sx_meter *m, sx_http_req *r, const struct sx_tenant *t,
+                   int64_t prompt_tokens, int64_t max_tokens, struct sx_meter_grant **out)
+{
+    return admit_http(m, r, t, prompt_tokens, max_tokens, true, out);
+}
+
+int sx_meter_check(sx_meter *m, sx_http_req *r, const struct sx_tenant *t)
+{
+    struct sx_meter_grant *g = NULL;
+    int rc = admit_http(m, r, t, 0, 1, false, &g); /* any request needs a token */
+
+    free(g);
+    return rc;
 }
 
 int sx_meter_headers(const struct sx_meter_grant *g,

@@ -294,6 +294,42 @@ static void test_quota_exact_under_threads(void **state)
 
 /* ---- tokens per day ------------------------------------------------------ */
 
+/* A check (take false, what sx_meter_check asks before retrieval) takes
+ * nothing: any number of them leave the admissions exactly as they were,
+ * and one refuses once the tenant's rate or day is used up. */
+static void test_check_takes_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct meter_limits l = {60, 100, -1, false}; /* burst 6, then 1 a second */
+    struct admit_result res;
+    struct sx_meter_grant *g;
+    int64_t t = DAY0 + 1000;
+    int admitted = 0;
+
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(f->m->ops->admit(f->m->state, "tenant_chk", &l, 1, false, 0, t, &res),
+                         0);
+        assert_int_equal(res.verdict, METER_OK);
+    }
+    while (admit(f, "tenant_chk", &l, 1, 0, 0, t, &res, &g) == 0) {
+        admitted++;
+        settle(f, g, 1, 0, t);
+    }
+    assert_int_equal(admitted, 6);
+    assert_int_equal(f->m->ops->admit(f->m->state, "tenant_chk", &l, 1, false, 0, t, &res), 0);
+    assert_int_equal(res.verdict, METER_RATE);
+
+    /* A minute later the rate allows again, but the day's tokens are
+     * spent: the check refuses for them. */
+    t += 60000;
+    assert_int_equal(admit(f, "tenant_chk", &l, 94, 0, 60 * SEC, t, &res, &g), 0);
+    settle(f, g, 94, 0, t);
+    assert_int_equal(f->m->ops->admit(f->m->state, "tenant_chk", &l, 1, false, 61 * SEC, t,
+                                      &res), 0);
+    assert_int_equal(res.verdict, METER_TOKENS);
+    assert_int_equal(admit(f, "tenant_chk", &l, 1, 0, 62 * SEC, t, &res, &g), SX_ELIMIT);
+}
+
 static void test_reserve_and_settle(void **state)
 {
     struct fx *f = *state;
@@ -788,6 +824,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gcra_headers_math, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_under_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_exact_under_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_takes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reserve_and_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_negative_counts_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_day_rollover, setup, teardown),
