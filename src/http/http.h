@@ -122,7 +122,8 @@ int sx_http_replied(const sx_http_req *r);
  * on_close(ctx) runs once, on a server thread, when the client goes away
  * or the server stops before the producer finished: the producer should
  * cancel its work, and then still call sx_http_stream_finish(). It does
- * not run after a normal finish. Disconnects are noticed on the next push
+ * not run after a finish: neither a normal one nor one by a producer that
+ * learnt of the cut first from a push's SX_ECANCELED. Disconnects are noticed on the next push
  * (a suspended connection is not polled), so producers with long gaps
  * should push sx_http_stream_comment() keep-alives. */
 sx_http_stream *sx_http_stream_start(sx_http_req *r, int status,
