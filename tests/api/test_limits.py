@@ -305,3 +305,27 @@ def test_crash_keeps_every_answered_request(upstream, tmp_path, sync):
         upstream.delay_s = 0.0
         rc = srv.stop()
     assert rc == 0, srv.log_text()[-2000:]
+
+
+def test_every_metered_endpoint_carries_the_rate_headers(metered):
+    """x-ratelimit-* on chat (plain and streamed), completions and embeddings,
+    each header once, and the remaining requests counting down."""
+    t, key = metered.create_tenant(unique_slug("hdr"), tier="pro")
+    need_completions(metered, key)
+    calls = [
+        ("/chat/completions", {"model": "synapsex-chat", "max_tokens": 2,
+                               "messages": [{"role": "user", "content": "hi"}]}),
+        ("/chat/completions", {"model": "synapsex-chat", "max_tokens": 2, "stream": True,
+                               "messages": [{"role": "user", "content": "hi"}]}),
+        ("/completions", {"model": "synapsex-chat", "max_tokens": 2, "prompt": "hi"}),
+        ("/embeddings", {"model": "synapsex-chat", "input": "hi"}),
+    ]
+    remaining = []
+    for path, body in calls:
+        r = metered.request("POST", path, key=key, json=body)
+        assert r.status_code == 200, (path, r.text)
+        for h in RATE_HEADERS + TOKEN_HEADERS:
+            assert h in r.headers, (path, h, dict(r.headers))
+            assert "," not in r.headers[h], (path, h, r.headers[h])  # sent once
+        remaining.append(int(r.headers["x-ratelimit-remaining-requests"]))
+    assert remaining == sorted(remaining, reverse=True) and remaining[0] > remaining[-1]
