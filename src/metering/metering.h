@@ -90,10 +90,10 @@ int sx_meter_settle(sx_meter *m, struct sx_meter_grant *g, const struct sx_usage
 
 /* Whether sx_meter_admit() would refuse any request of t now, whatever
  * its size: its requests/min are used up, or a trial's requests/day, or
- * its tokens/day quota has no token left. Replies the same 429 itself and returns
- * SX_ELIMIT when so; takes nothing either way (0). For handlers with work
- * to do before they know the request's size (retrieval), so that a refused
- * tenant costs no more than the check. */
+ * its tokens/day quota has no token left. Then it replies the same 429
+ * and returns SX_ELIMIT; else 0. Takes nothing either way. For handlers
+ * with work to do before they know the request's size (retrieval), so
+ * that a refused tenant costs no more than the check. */
 int sx_meter_check(sx_meter *m, sx_http_req *r, const struct sx_tenant *t);
 
 /* Releases a grant without recording anything, for a request that ended
