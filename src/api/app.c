@@ -42,7 +42,7 @@ static void rag_embedder_install(struct sx_app *app)
 struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen)
 {
     struct sx_tenancy_options topt = {0};
-    char admin_key[SX_API_KEY_MAX];
+    char admin_key[SX_API_KEY_MAX], *journal = NULL;
     struct sx_app *app = calloc(1, sizeof(*app));
     int pool = cfg->http_threads + 4;
 
@@ -87,9 +87,21 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
         explicit_bzero(admin_key, sizeof(admin_key));
     }
 
-    /* 3. Metering: usage ledger tables, today's quota use, purge hook. */
+    /* 3. Metering: usage ledger tables, its journal next to the database
+     * (or in the data directory for a database server), today's quota
+     * use, purge hook. */
+    if (sx_store_file(app->store)
+            ? asprintf(&journal, "%s.ledger", sx_store_file(app->store)) < 0
+            : asprintf(&journal, "%s/ledger", cfg->data_dir) < 0) {
+        journal = NULL;
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     app->meter = sx_meter_open(app->store, app->tenancy,
-                               &(struct sx_meter_options){cfg->ledger_sync}, err, errlen);
+                               &(struct sx_meter_options){cfg->ledger_sync, journal}, err,
+                               errlen);
+    free(journal);
+    journal = NULL;
     if (!app->meter)
         goto fail;
     /* 4. Serving: the model catalogue (loads local models) and the

@@ -35,6 +35,7 @@ struct sx_serving {
     struct sx_serving_task *head, *tail;
     bool stop;
     _Atomic int running; /* generations between start and done */
+    bool quick_settle;   /* ledger_sync = normal: a settlement never blocks */
 };
 
 /* One request in flight. Two references: the request's (dropped when the
@@ -230,11 +231,12 @@ static int on_delta(void *ctx, const char *text, size_t len, json_t *lp)
 
 static void finish_task(struct sx_serving_task *t);
 
-/* A generation that ends alone (no other one in flight) on an upstream
- * backend is finished on the backend's I/O thread itself: the hand-off to
- * a finisher costs a thread wake-up (tens of microseconds) and there is no
- * commit group to gather. While others run, the I/O thread must keep
- * moving their bytes, so the finishers settle (and group) theirs. Local
+/* A generation on an upstream backend is finished on the backend's I/O
+ * thread itself when its settlement cannot block (ledger_sync = normal: a
+ * journal write) or when it ends alone (no other one in flight, so no
+ * group fdatasync to gather): the hand-off to a finisher costs a thread
+ * wake-up, tens of microseconds. Otherwise the I/O thread must keep moving
+ * the others' bytes, so the finishers settle (and group) theirs. Local
  * models always hand off: their thread is the engine's batch loop. */
 static void on_done(void *ctx, const struct sx_gen_result *res)
 {
@@ -244,7 +246,8 @@ static void on_done(void *ctx, const struct sx_gen_result *res)
 
     g->res = *res;
     g->task.run = finish_task;
-    if (alone && !g->adapter && strcmp(sx_backend_kind(g->backend), "upstream") == 0)
+    if ((alone || s->quick_settle) && !g->adapter &&
+        strcmp(sx_backend_kind(g->backend), "upstream") == 0)
         finish_task(&g->task);
     else
         sx_serving_post(s, &g->task);
@@ -438,6 +441,7 @@ struct sx_serving *sx_serving_open(const struct sx_config *cfg, char *err, size_
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    s->quick_settle = cfg->ledger_sync == SX_LEDGER_SYNC_NORMAL;
     s->catalog = sx_catalog_open(cfg, err, errlen);
     if (!s->catalog)
         goto fail;

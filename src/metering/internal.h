@@ -98,13 +98,22 @@ struct ledger_row {
     int64_t rerank_calls, quantum_rerank_calls, training_jobs;
 };
 
-/* sync: SX_LEDGER_SYNC_FULL or SX_LEDGER_SYNC_NORMAL (base/config.h). */
-struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, char *err,
-                              size_t errlen);
+/* sync: SX_LEDGER_SYNC_FULL or SX_LEDGER_SYNC_NORMAL (base/config.h).
+ * journal_dir: see sx_meter_options; rows journaled there by an earlier
+ * run are committed before this returns (NULL and a message in err when
+ * they cannot be; they stay journaled). */
+struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, const char *journal_dir,
+                              char *err, size_t errlen);
 void sx_ledger_close(struct ledger *lg);
-/* Appends a row and returns once it is committed (group commit, leader/
- * follower; durable as ledger_sync says). 0, SX_EINVAL or SX_ESTORE. */
+/* Appends a row and returns once it is durable as ledger_sync says: in the
+ * journal, or without one committed to the store (group commit, leader/
+ * follower). 0, SX_EINVAL, SX_ENOMEM or SX_ESTORE. */
 int sx_ledger_append(struct ledger *lg, const struct ledger_row *row);
+/* Returns once every row appended before the call is in the store (a
+ * no-op without a journal): readers of the usage tables call it first.
+ * SX_ESTORE when the store refused some of those rows (they stay in the
+ * journal for the next start). */
+int sx_ledger_flush(struct ledger *lg);
 /* Queues a limit event (no wait); recorded once, then published. */
 void sx_ledger_limit_event(struct ledger *lg, const char *tenant_id,
                            enum sx_meter_limit_kind kind, int64_t day, int64_t limit,
@@ -116,6 +125,32 @@ int sx_ledger_load_day(struct ledger *lg, int64_t day,
                        void *ctx);
 /* Batches written and events appended since open (for tests, metrics). */
 void sx_ledger_stats(struct ledger *lg, int64_t *batches, int64_t *rows);
+
+/* ---- the ledger's journal (journal.c) ------------------------------------ */
+
+struct journal;
+
+/* Opens the journal in dir (created if missing); durable: segments are
+ * created with a directory fsync. Nothing is read yet. NULL and a message
+ * in err on failure. */
+struct journal *sx_journal_open(const char *dir, bool durable, char *err, size_t errlen);
+void sx_journal_close(struct journal *j); /* accepts NULL; keeps the files */
+/* Calls apply for every intact record on disk, oldest first; stops at the
+ * first non-zero return. *records counts them. 0 or a negative code. */
+int sx_journal_replay(struct journal *j, int (*apply)(void *ctx, const void *rec, size_t len),
+                      void *ctx, size_t *records);
+/* Removes every segment on disk (after a replay, or at a clean close). */
+int sx_journal_reset(struct journal *j);
+/* Appends one record (1..4096 bytes) with one write(), in the page cache;
+ * *seq is the segment it went to. may_rotate false: a full segment is not
+ * closed now (someone syncs it). 0, SX_EINVAL or SX_EIO (logged). */
+int sx_journal_append(struct journal *j, const void *payload, size_t len, bool may_rotate,
+                      uint32_t *seq);
+/* The segment being appended to (for fdatasync), -1 before the first. */
+int sx_journal_fd(const struct journal *j);
+/* Removes the segments before below (never the one being appended to):
+ * every row in them is in the store. */
+void sx_journal_release(struct journal *j, uint32_t below);
 
 /* The module (meter.c). */
 #define METER_MAX_SUBSCRIBERS 16

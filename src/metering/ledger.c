@@ -12,7 +12,15 @@
  * The rollups of a batch are summed per tenant and day first; a leader
  * checkpoints the WAL every few hundred rows after waking its batch. A
  * small thread writes what no request waits for (limit events). Durability
- * of a commit: ledger_sync (base/config.h). */
+ * of a commit: ledger_sync (base/config.h).
+ *
+ * With a journal (sx_meter_options.journal_dir, the server's default), a
+ * settling thread instead appends its row to the journal (journal.c), and
+ * with ledger_sync = full waits for a group fdatasync of it, leader/follower
+ * as above; the ledger thread then commits the journaled rows to the store
+ * in batches of its own, a few milliseconds later, and readers of the
+ * usage tables call sx_ledger_flush() first. At open, rows that a crash
+ * left in the journal are committed before anything reads the rollups. */
 #include "metering/internal.h"
 
 #include "base/config.h"
@@ -20,10 +28,13 @@
 #include "base/log.h"
 #include "base/time.h"
 
+#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BATCH_MAX 1024
 #define BUSY_RETRIES 8
@@ -33,6 +44,9 @@
  * only fsync, so a larger WAL (about 20 MB) makes them rarer. */
 #define CHECKPOINT_ROWS_FULL 200
 #define CHECKPOINT_ROWS_NORMAL 1000
+/* Journal mode: how long the ledger thread lets rows gather after it is
+ * woken before it commits them (a flush does not wait for it). */
+#define GATHER_US 2000
 
 static const struct sx_migration migrations[] = {
     {1, "usage ledger, daily rollups, limit events",
@@ -77,6 +91,8 @@ static const struct sx_migration migrations[] = {
 struct item {
     struct item *next;
     bool is_limit;
+    bool detached; /* journaled row: nobody waits, freed once written */
+    uint32_t segment; /* journaled row: its journal segment */
     char request_id[96], tenant_id[SX_TENANT_ID_MAX];
     char endpoint[40], model[128], status[24];
     int64_t day, started_ms, finished_ms;
@@ -112,6 +128,18 @@ struct ledger {
     bool leading; /* a commit is in progress */
     bool stopping;
     int64_t batches, rows, rows_since_checkpoint;
+
+    /* Journal mode (journal non-NULL); the fields are under lock. */
+    struct journal *journal;
+    bool idle;            /* the ledger thread waits for work */
+    bool flushing;        /* someone waits in sx_ledger_flush() */
+    bool syncing;         /* a settler runs the group fdatasync */
+    int64_t appended;     /* rows journaled since open */
+    int64_t synced;       /* of those, known to be on disk (full) */
+    int64_t failed;       /* rows the store refused (kept in the journal) */
+    uint32_t keep;        /* the oldest segment holding a refused row, 0 none */
+    pthread_cond_t applied; /* rows went to the store */
+    pthread_cond_t synced_cv; /* a group fdatasync ended */
 
     struct rollup rollups[BATCH_MAX]; /* the leader's scratch */
 };
@@ -301,10 +329,28 @@ static void checkpoint(struct ledger *lg)
  * the ledger thread for a limit event (or for a close in progress). */
 static void hand_over(struct ledger *lg)
 {
-    if (lg->head && !lg->head->is_limit)
+    if (lg->head && !lg->head->is_limit && !lg->head->detached)
         pthread_cond_signal(&lg->head->wake);
     else if (lg->head || lg->stopping)
         pthread_cond_signal(&lg->queued);
+}
+
+/* Journal mode, after a batch: the segments whose rows are all in the
+ * store go (a refused row keeps its segment for the next start's replay),
+ * and flushers learn how far the store has come. Lock held. */
+static void release_segments(struct ledger *lg)
+{
+    uint32_t below = UINT32_MAX;
+
+    for (const struct item *it = lg->head; it; it = it->next)
+        if (!it->is_limit) {
+            below = it->segment;
+            break;
+        }
+    if (lg->keep && lg->keep < below)
+        below = lg->keep;
+    sx_journal_release(lg->journal, below);
+    pthread_cond_broadcast(&lg->applied);
 }
 
 /* One commit as the leader. Called with the lock held and no leader;
@@ -336,6 +382,15 @@ static void lead(struct ledger *lg)
             it->next = NULL;
             *lt = it;
             lt = &it->next;
+        } else if (it->detached) {
+            lg->rows++;
+            lg->rows_since_checkpoint++;
+            if (it->rc) {
+                lg->failed++;
+                if (!lg->keep || it->segment < lg->keep)
+                    lg->keep = it->segment;
+            }
+            free(it);
         } else {
             lg->rows++;
             lg->rows_since_checkpoint++;
@@ -344,6 +399,8 @@ static void lead(struct ledger *lg)
         }
         it = next;
     }
+    if (lg->journal)
+        release_segments(lg);
     /* Every so many rows, a checkpoint, after the followers are woken:
      * the leader's own request and those arriving meanwhile wait for it. */
     if (lg->rows_since_checkpoint >= (lg->sync == SX_LEDGER_SYNC_FULL
@@ -384,7 +441,16 @@ static void *ledger_main(void *arg)
         }
         if (lg->stopping && !lg->head && !lg->leading)
             break;
+        lg->idle = true;
         pthread_cond_wait(&lg->queued, &lg->lock);
+        lg->idle = false;
+        /* Journaled rows wait for nobody: let a few more gather into this
+         * commit, unless someone flushes or the ledger closes. */
+        if (lg->journal && !lg->flushing && !lg->stopping) {
+            pthread_mutex_unlock(&lg->lock);
+            usleep(GATHER_US);
+            pthread_mutex_lock(&lg->lock);
+        }
     }
     pthread_mutex_unlock(&lg->lock);
     return NULL;
@@ -400,8 +466,149 @@ static void enqueue(struct ledger *lg, struct item *it)
     lg->tail = it;
 }
 
-struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, char *err,
-                              size_t errlen)
+/* ---- the journal's records ------------------------------------------------ */
+
+/* A row as a journal record: the eight counts and times, then the five
+ * strings, each a length byte and its bytes. */
+static size_t encode_row(const struct item *it, unsigned char *out)
+{
+    const int64_t v[8] = {it->day,           it->started_ms,    it->finished_ms,
+                          it->prompt_tokens, it->completion_tokens, it->rerank_calls,
+                          it->quantum_rerank_calls, it->training_jobs};
+    const char *str[5] = {it->request_id, it->tenant_id, it->endpoint, it->model, it->status};
+    size_t n = sizeof(v);
+
+    memcpy(out, v, sizeof(v));
+    for (int i = 0; i < 5; i++) {
+        size_t len = strlen(str[i]); /* < 256: every field is shorter */
+
+        out[n++] = (unsigned char)len;
+        memcpy(out + n, str[i], len);
+        n += len;
+    }
+    return n;
+}
+
+/* The inverse; SX_EINVAL when rec is not a row (a record this binary did
+ * not write). */
+static int decode_row(const unsigned char *rec, size_t len, struct item *it)
+{
+    int64_t v[8];
+    struct {
+        char *dst;
+        size_t cap;
+    } str[5] = {{it->request_id, sizeof(it->request_id)},
+                {it->tenant_id, sizeof(it->tenant_id)},
+                {it->endpoint, sizeof(it->endpoint)},
+                {it->model, sizeof(it->model)},
+                {it->status, sizeof(it->status)}};
+    size_t n = sizeof(v);
+
+    if (len < n)
+        return SX_EINVAL;
+    memcpy(v, rec, sizeof(v));
+    for (int i = 0; i < 5; i++) {
+        size_t k;
+
+        if (n >= len || (k = rec[n++]) >= str[i].cap || n + k > len)
+            return SX_EINVAL;
+        memcpy(str[i].dst, rec + n, k);
+        str[i].dst[k] = 0;
+        n += k;
+    }
+    if (n != len || !it->request_id[0] || !it->tenant_id[0])
+        return SX_EINVAL;
+    it->day = v[0];
+    it->started_ms = v[1];
+    it->finished_ms = v[2];
+    it->prompt_tokens = v[3];
+    it->completion_tokens = v[4];
+    it->rerank_calls = v[5];
+    it->quantum_rerank_calls = v[6];
+    it->training_jobs = v[7];
+    return 0;
+}
+
+/* Replay at open: the rows a crash left in the journal, committed in
+ * batches before the ledger takes new ones. */
+struct replay {
+    struct ledger *lg;
+    struct item *head, **tail;
+    int n;
+    size_t bad;
+};
+
+static int replay_commit(struct replay *rp)
+{
+    int rc = 0;
+
+    if (rp->head) {
+        write_batch(rp->lg, rp->head);
+        for (struct item *it = rp->head, *next; it; it = next) {
+            next = it->next;
+            if (it->rc)
+                rc = it->rc;
+            free(it);
+        }
+    }
+    rp->head = NULL;
+    rp->tail = &rp->head;
+    rp->n = 0;
+    return rc;
+}
+
+static int replay_one(void *ctx, const void *rec, size_t len)
+{
+    struct replay *rp = ctx;
+    struct item *it = calloc(1, sizeof(*it));
+
+    if (!it)
+        return SX_ENOMEM;
+    if (decode_row(rec, len, it) != 0) {
+        rp->bad++;
+        free(it);
+        return 0;
+    }
+    *rp->tail = it;
+    rp->tail = &it->next;
+    return ++rp->n == BATCH_MAX ? replay_commit(rp) : 0;
+}
+
+static int open_journal(struct ledger *lg, const char *dir, char *err, size_t errlen)
+{
+    struct replay rp = {lg, NULL, NULL, 0, 0};
+    size_t records;
+    int rc;
+
+    rp.tail = &rp.head;
+    lg->journal = sx_journal_open(dir, lg->sync == SX_LEDGER_SYNC_FULL, err, errlen);
+    if (!lg->journal)
+        return SX_EIO;
+    rc = sx_journal_replay(lg->journal, replay_one, &rp, &records);
+    if (rc == 0)
+        rc = replay_commit(&rp);
+    else
+        replay_commit(&rp);
+    if (rc == 0)
+        rc = sx_journal_reset(lg->journal);
+    if (rc) {
+        snprintf(err, errlen,
+                 "cannot commit the usage rows journaled in \"%s\" to the store (%s); they "
+                 "stay there for the next start",
+                 dir, sx_strerror(rc));
+        return rc;
+    }
+    if (records)
+        SX_INFO("metering", "usage ledger: %zu journaled row(s) from before the last stop "
+                "committed", records - rp.bad);
+    if (rp.bad)
+        SX_WARN("metering", "usage ledger journal: %zu record(s) not understood, ignored",
+                rp.bad);
+    return 0;
+}
+
+struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, const char *journal_dir,
+                              char *err, size_t errlen)
 {
     struct ledger *lg;
 
@@ -422,6 +629,8 @@ struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, char *err,
     lg->sync = sync;
     pthread_mutex_init(&lg->lock, NULL);
     pthread_cond_init(&lg->queued, NULL);
+    pthread_cond_init(&lg->applied, NULL);
+    pthread_cond_init(&lg->synced_cv, NULL);
 
     /* The ledger's own connection: its durability setting is its own, and
      * tenants, keys and the audit log keep synchronous=FULL on theirs. In
@@ -441,14 +650,19 @@ struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, char *err,
         sx_ledger_close(lg);
         return NULL;
     }
+    if (journal_dir && open_journal(lg, journal_dir, err, errlen) != 0) {
+        sx_ledger_close(lg);
+        return NULL;
+    }
     if (pthread_create(&lg->thread, NULL, ledger_main, lg) != 0) {
         snprintf(err, errlen, "cannot start the usage ledger thread");
         sx_ledger_close(lg);
         return NULL;
     }
     lg->started = true;
-    SX_INFO("metering", "usage ledger ready (ledger_sync = %s)",
-            sync == SX_LEDGER_SYNC_FULL ? "full" : "normal");
+    SX_INFO("metering", "usage ledger ready (ledger_sync = %s, %s)",
+            sync == SX_LEDGER_SYNC_FULL ? "full" : "normal",
+            lg->journal ? "journaled" : "committed by each request");
     return lg;
 }
 
@@ -463,7 +677,14 @@ void sx_ledger_close(struct ledger *lg)
         pthread_mutex_unlock(&lg->lock);
         pthread_join(lg->thread, NULL);
     }
+    /* Everything journaled is in the store now, unless the store refused
+     * rows: those segments stay for the next start. */
+    if (lg->journal && lg->started && !lg->keep)
+        sx_journal_reset(lg->journal);
+    sx_journal_close(lg->journal);
     sx_store_disconnect(lg->db);
+    pthread_cond_destroy(&lg->synced_cv);
+    pthread_cond_destroy(&lg->applied);
     pthread_cond_destroy(&lg->queued);
     pthread_mutex_destroy(&lg->lock);
     free(lg);
@@ -479,42 +700,137 @@ static void copy(char *dst, size_t n, const char *src)
     dst[len] = 0;
 }
 
+static int fill_item(struct item *it, const struct ledger_row *row)
+{
+    if (!row->request_id || strlen(row->request_id) >= sizeof(it->request_id) ||
+        !row->tenant_id || strlen(row->tenant_id) >= sizeof(it->tenant_id))
+        return SX_EINVAL;
+    memset(it, 0, offsetof(struct item, wake));
+    copy(it->request_id, sizeof(it->request_id), row->request_id);
+    copy(it->tenant_id, sizeof(it->tenant_id), row->tenant_id);
+    copy(it->endpoint, sizeof(it->endpoint), row->endpoint);
+    copy(it->model, sizeof(it->model), row->model);
+    copy(it->status, sizeof(it->status), row->status ? row->status : "ok");
+    it->day = row->day;
+    it->started_ms = row->started_ms;
+    it->finished_ms = row->finished_ms;
+    it->prompt_tokens = row->prompt_tokens;
+    it->completion_tokens = row->completion_tokens;
+    it->rerank_calls = row->rerank_calls;
+    it->quantum_rerank_calls = row->quantum_rerank_calls;
+    it->training_jobs = row->training_jobs;
+    return 0;
+}
+
+/* ledger_sync = full: waits until the journal holds row number mine on
+ * disk. The first waiter syncs for everyone written so far; the others
+ * wait for it, and a write that came in meanwhile needs the next sync.
+ * Lock held. */
+static int sync_journal(struct ledger *lg, int64_t mine)
+{
+    while (lg->synced < mine) {
+        int64_t upto;
+        int fd, rc;
+
+        if (lg->syncing) {
+            pthread_cond_wait(&lg->synced_cv, &lg->lock);
+            continue;
+        }
+        lg->syncing = true;
+        upto = lg->appended;
+        fd = sx_journal_fd(lg->journal);
+        pthread_mutex_unlock(&lg->lock);
+        rc = fdatasync(fd);
+        if (rc != 0)
+            SX_ERROR("metering", "fdatasync of the ledger journal failed: %s",
+                     strerror(errno));
+        pthread_mutex_lock(&lg->lock);
+        lg->syncing = false;
+        pthread_cond_broadcast(&lg->synced_cv);
+        if (rc != 0)
+            return SX_ESTORE;
+        if (upto > lg->synced)
+            lg->synced = upto;
+    }
+    return 0;
+}
+
+/* Journal mode: the row goes to the journal (and, full, to the disk), and
+ * to the ledger thread's queue for the store. */
+static int append_journaled(struct ledger *lg, struct item *it)
+{
+    unsigned char rec[512];
+    size_t len = encode_row(it, rec);
+    int64_t mine;
+    int rc;
+
+    it->detached = true;
+    pthread_mutex_lock(&lg->lock);
+    /* A segment being synced is not rotated away under its syncer. */
+    rc = sx_journal_append(lg->journal, rec, len, !lg->syncing, &it->segment);
+    if (rc) {
+        pthread_mutex_unlock(&lg->lock);
+        free(it);
+        return SX_ESTORE;
+    }
+    mine = ++lg->appended;
+    enqueue(lg, it);
+    if (lg->idle)
+        pthread_cond_signal(&lg->queued);
+    if (lg->sync == SX_LEDGER_SYNC_FULL)
+        rc = sync_journal(lg, mine);
+    pthread_mutex_unlock(&lg->lock);
+    return rc;
+}
+
 int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
 {
-    struct item it;
+    struct item local, *it = &local;
+    int rc;
 
-    if (!row->request_id || strlen(row->request_id) >= sizeof(it.request_id) ||
-        !row->tenant_id || strlen(row->tenant_id) >= sizeof(it.tenant_id))
-        return SX_EINVAL;
-    it.is_limit = false;
-    copy(it.request_id, sizeof(it.request_id), row->request_id);
-    copy(it.tenant_id, sizeof(it.tenant_id), row->tenant_id);
-    copy(it.endpoint, sizeof(it.endpoint), row->endpoint);
-    copy(it.model, sizeof(it.model), row->model);
-    copy(it.status, sizeof(it.status), row->status ? row->status : "ok");
-    it.day = row->day;
-    it.started_ms = row->started_ms;
-    it.finished_ms = row->finished_ms;
-    it.prompt_tokens = row->prompt_tokens;
-    it.completion_tokens = row->completion_tokens;
-    it.rerank_calls = row->rerank_calls;
-    it.quantum_rerank_calls = row->quantum_rerank_calls;
-    it.training_jobs = row->training_jobs;
-    it.deleted = it.inserted = it.done = false;
-    it.rc = 0;
-    pthread_cond_init(&it.wake, NULL);
+    if (lg->journal && !(it = malloc(sizeof(*it))))
+        return SX_ENOMEM;
+    rc = fill_item(it, row);
+    if (rc) {
+        if (it != &local)
+            free(it);
+        return rc;
+    }
+    if (lg->journal)
+        return append_journaled(lg, it);
 
+    pthread_cond_init(&it->wake, NULL);
     pthread_mutex_lock(&lg->lock);
-    enqueue(lg, &it);
-    while (!it.done) {
+    enqueue(lg, it);
+    while (!it->done) {
         if (!lg->leading)
             lead(lg); /* our row is in this batch or a later one we lead */
         else
-            pthread_cond_wait(&it.wake, &lg->lock);
+            pthread_cond_wait(&it->wake, &lg->lock);
     }
     pthread_mutex_unlock(&lg->lock);
-    pthread_cond_destroy(&it.wake);
-    return it.rc ? SX_ESTORE : 0;
+    pthread_cond_destroy(&it->wake);
+    return it->rc ? SX_ESTORE : 0;
+}
+
+int sx_ledger_flush(struct ledger *lg)
+{
+    int64_t target, failed;
+
+    if (!lg->journal)
+        return 0;
+    pthread_mutex_lock(&lg->lock);
+    target = lg->appended;
+    failed = lg->failed;
+    while (lg->rows < target) {
+        lg->flushing = true;
+        pthread_cond_signal(&lg->queued);
+        pthread_cond_wait(&lg->applied, &lg->lock);
+    }
+    lg->flushing = false;
+    failed = lg->failed - failed;
+    pthread_mutex_unlock(&lg->lock);
+    return failed ? SX_ESTORE : 0;
 }
 
 void sx_ledger_limit_event(struct ledger *lg, const char *tenant_id,

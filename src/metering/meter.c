@@ -94,8 +94,8 @@ sx_meter *sx_meter_open(sx_store *store, sx_tenancy *tn, const struct sx_meter_o
     }
 
     /* 1. Tables, then the ledger's connection and thread. */
-    m->ledger = sx_ledger_open(m, store, opt ? opt->ledger_sync : SX_LEDGER_SYNC_FULL, err,
-                               errlen);
+    m->ledger = sx_ledger_open(m, store, opt ? opt->ledger_sync : SX_LEDGER_SYNC_FULL,
+                               opt ? opt->journal_dir : NULL, err, errlen);
     if (!m->ledger)
         goto fail;
 

@@ -36,6 +36,10 @@ struct sx_meter_options {
      * or SX_LEDGER_SYNC_NORMAL (committed to the OS page cache), from
      * base/config.h; docs/configuration.md, key ledger_sync. */
     int ledger_sync;
+    /* The ledger's journal (a directory, created if missing): settling
+     * then appends to it and the store is written behind (ledger.c). NULL
+     * keeps none: each settlement commits to the store itself. */
+    const char *journal_dir;
 };
 
 /* Opens the module: applies its migrations, loads today's usage from the

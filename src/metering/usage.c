@@ -64,11 +64,14 @@ static void read_totals(sx_stmt *st, int col, struct sx_usage_totals *t)
 int sx_meter_usage(sx_meter *m, const char *tenant_id, const struct sx_usage_span *span,
                    struct sx_usage_totals *out)
 {
-    sx_db *db = sx_store_acquire(m->store);
+    sx_db *db;
     sx_stmt *st;
     int rc;
 
     memset(out, 0, sizeof(*out));
+    if ((rc = sx_ledger_flush(m->ledger)) != 0)
+        return rc;
+    db = sx_store_acquire(m->store);
     if (!db)
         return SX_ESTORE;
     st = sx_db_query(db,
@@ -96,6 +99,8 @@ int sx_meter_usage_daily(sx_meter *m, const char *tenant_id, const struct sx_usa
     if (span->to_day < span->from_day || n_days != span->to_day - span->from_day + 1)
         return SX_EINVAL;
     memset(days, 0, sizeof(*days) * (size_t)n_days);
+    if ((rc = sx_ledger_flush(m->ledger)) != 0)
+        return rc;
     db = sx_store_acquire(m->store);
     if (!db)
         return SX_ESTORE;
@@ -130,7 +135,7 @@ void sx_meter_usage_list_free(char **ids, struct sx_usage_totals *totals, size_t
 int sx_meter_usage_by_tenant(sx_meter *m, const struct sx_usage_span *span, char ***ids,
                              struct sx_usage_totals **totals, size_t *n)
 {
-    sx_db *db = sx_store_acquire(m->store);
+    sx_db *db;
     sx_stmt *st;
     size_t cap = 0;
     int rc;
@@ -138,6 +143,9 @@ int sx_meter_usage_by_tenant(sx_meter *m, const struct sx_usage_span *span, char
     *ids = NULL;
     *totals = NULL;
     *n = 0;
+    if ((rc = sx_ledger_flush(m->ledger)) != 0)
+        return rc;
+    db = sx_store_acquire(m->store);
     if (!db)
         return SX_ESTORE;
     st = sx_db_query(db,

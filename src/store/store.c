@@ -153,6 +153,11 @@ const char *sx_store_backend(const sx_store *s)
     return s->ops->name;
 }
 
+const char *sx_store_file(const sx_store *s)
+{
+    return strcmp(s->ops->name, "sqlite") == 0 ? s->target : NULL;
+}
+
 sx_db *sx_store_acquire(sx_store *s)
 {
     sx_db *db = NULL;

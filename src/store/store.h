@@ -38,6 +38,11 @@ void sx_store_close(sx_store *s); /* accepts NULL; all connections must be relea
 /* "sqlite" or "postgres". */
 const char *sx_store_backend(const sx_store *s);
 
+/* The database file of an SQLite store (owned by the store), NULL for a
+ * database server. Modules keep files that belong with the database (the
+ * usage ledger's journal) next to it. */
+const char *sx_store_file(const sx_store *s);
+
 /* Applies, in version order, the migrations of module that the database
  * has not recorded yet, each in its own transaction together with its row
  * in schema_migrations. Returns 0, SX_EINVAL (versions not 1, 2, 3, ...),

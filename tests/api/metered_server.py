@@ -247,7 +247,12 @@ class MeteredServer:
                          headers={"Authorization": f"Bearer {key}"})
 
     def ledger(self, sql, args=()):
-        """Reads the usage tables directly (read-only, WAL allows it)."""
+        """Reads the usage tables directly (read-only, WAL allows it). A
+        running server commits its journaled usage rows a little behind the
+        responses; a usage report first makes it commit all of them."""
+        if self.proc and self.proc.poll() is None:
+            r = self.request("GET", "/admin/usage/tenants", key=self.admin_key)
+            assert r.status_code == 200, r.text
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             return con.execute(sql, args).fetchall()

@@ -1,0 +1,361 @@
+/* The ledger's journal: an append-only log of usage rows on local disk, so
+ * that settling a request costs one write() (and, with ledger_sync = full,
+ * a share of one fdatasync) instead of a database commit. The ledger
+ * thread copies journaled rows into the store in large batches and then
+ * lets go of the segments it has copied.
+ *
+ * On disk: <dir>/ledger-<seq>.journal, seq counting up from 1. A segment
+ * is a sequence of records, each a 16-byte header (magic, payload length,
+ * the segment's seq, FNV-1a of seq, length and payload) and the payload.
+ * Records are only ever appended, by one writer at a time, so a crash can
+ * leave at most the last record of the last segment torn: replay stops at
+ * the first record whose header or checksum does not hold, and everything
+ * before it is intact. A segment is removed only after every row in it is
+ * committed to the store, and the store ignores a row it already has
+ * (request ids are unique), so replaying a segment twice bills nothing
+ * twice. */
+#include "metering/internal.h"
+
+#include "base/err.h"
+#include "base/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAGIC 0x314a5853u /* "SXJ1" */
+#define HEADER 16
+#define RECORD_MAX 4096
+/* A segment is closed once it holds this much; the ledger removes it when
+ * its rows are in the store. */
+#define SEGMENT_BYTES (4u << 20)
+
+struct journal {
+    char *dir;
+    bool sync_dir; /* fsync the directory when a segment is created */
+    int fd;        /* the segment being appended to, -1 before the first */
+    uint32_t seq;  /* its number */
+    uint32_t oldest; /* the oldest segment still on disk */
+    size_t size;   /* bytes in it */
+};
+
+static uint32_t fnv1a(uint32_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+static uint32_t record_sum(uint32_t seq, uint32_t len, const void *payload)
+{
+    uint32_t h = 2166136261u;
+
+    h = fnv1a(h, &seq, sizeof(seq));
+    h = fnv1a(h, &len, sizeof(len));
+    return fnv1a(h, payload, len);
+}
+
+static void segment_path(const struct journal *j, uint32_t seq, char *out, size_t n)
+{
+    snprintf(out, n, "%s/ledger-%010u.journal", j->dir, seq);
+}
+
+/* Parses "ledger-<seq>.journal"; 0 when name is not a segment. */
+static uint32_t segment_seq(const char *name)
+{
+    unsigned long v;
+    char *end;
+
+    if (strncmp(name, "ledger-", 7) != 0 || name[7] < '0' || name[7] > '9')
+        return 0;
+    errno = 0;
+    v = strtoul(name + 7, &end, 10);
+    if (errno || v == 0 || v > UINT32_MAX || strcmp(end, ".journal") != 0)
+        return 0;
+    return (uint32_t)v;
+}
+
+static int cmp_seq(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* The segment numbers on disk, ascending. 0, or SX_EIO / SX_ENOMEM. */
+static int list_segments(const struct journal *j, uint32_t **out, size_t *n)
+{
+    DIR *d = opendir(j->dir);
+    struct dirent *e;
+    uint32_t *v = NULL;
+    size_t cap = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (!d) {
+        SX_ERROR("metering", "opendir(\"%s\") failed: %s", j->dir, strerror(errno));
+        return SX_EIO;
+    }
+    while ((e = readdir(d))) {
+        uint32_t seq = segment_seq(e->d_name);
+
+        if (!seq)
+            continue;
+        if (*n == cap) {
+            uint32_t *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
+
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return SX_ENOMEM;
+            }
+            v = nv;
+            cap = cap ? cap * 2 : 16;
+        }
+        v[(*n)++] = seq;
+    }
+    closedir(d);
+    if (*n)
+        qsort(v, *n, sizeof(*v), cmp_seq);
+    *out = v;
+    return 0;
+}
+
+static int fsync_dir(const struct journal *j)
+{
+    int fd = open(j->dir, O_RDONLY | O_DIRECTORY);
+    int rc = 0;
+
+    if (fd < 0 || fsync(fd) != 0) {
+        SX_ERROR("metering", "fsync of directory \"%s\" failed: %s", j->dir, strerror(errno));
+        rc = SX_EIO;
+    }
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Starts segment seq (the previous one, if any, is closed). */
+static int start_segment(struct journal *j, uint32_t seq)
+{
+    char path[4096];
+    int fd;
+
+    segment_path(j, seq, path, sizeof(path));
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        SX_ERROR("metering", "open(\"%s\") failed: %s", path, strerror(errno));
+        return SX_EIO;
+    }
+    if (j->sync_dir && fsync_dir(j) != 0) {
+        close(fd);
+        unlink(path);
+        return SX_EIO;
+    }
+    if (j->fd >= 0)
+        close(j->fd);
+    j->fd = fd;
+    j->seq = seq;
+    j->size = 0;
+    return 0;
+}
+
+struct journal *sx_journal_open(const char *dir, bool durable, char *err, size_t errlen)
+{
+    struct journal *j = calloc(1, sizeof(*j));
+    uint32_t *segs;
+    size_t n;
+
+    if (!j || !(j->dir = strdup(dir))) {
+        free(j);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    j->fd = -1;
+    j->sync_dir = durable;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create the ledger journal directory \"%s\": %s", dir,
+                 strerror(errno));
+        sx_journal_close(j);
+        return NULL;
+    }
+    if (list_segments(j, &segs, &n) != 0) {
+        snprintf(err, errlen, "cannot read the ledger journal directory \"%s\"", dir);
+        sx_journal_close(j);
+        return NULL;
+    }
+    j->seq = n ? segs[n - 1] : 0;
+    j->oldest = n ? segs[0] : 1;
+    free(segs);
+    return j;
+}
+
+void sx_journal_close(struct journal *j)
+{
+    if (!j)
+        return;
+    if (j->fd >= 0)
+        close(j->fd);
+    free(j->dir);
+    free(j);
+}
+
+/* Reads one segment and calls apply for each intact record. */
+static int replay_segment(struct journal *j, uint32_t seq,
+                          int (*apply)(void *ctx, const void *rec, size_t len), void *ctx,
+                          size_t *records)
+{
+    char path[4096];
+    unsigned char *buf = NULL;
+    struct stat sb;
+    size_t off = 0, have = 0;
+    int fd, rc = 0;
+
+    segment_path(j, seq, path, sizeof(path));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        SX_ERROR("metering", "open(\"%s\") failed: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return SX_EIO;
+    }
+    if (sb.st_size > 0 && !(buf = malloc((size_t)sb.st_size))) {
+        close(fd);
+        return SX_ENOMEM;
+    }
+    while (have < (size_t)sb.st_size) {
+        ssize_t k = read(fd, buf + have, (size_t)sb.st_size - have);
+
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        have += (size_t)k;
+    }
+    close(fd);
+
+    while (rc == 0 && off + HEADER <= have) {
+        uint32_t h[4];
+
+        memcpy(h, buf + off, sizeof(h));
+        if (h[0] != MAGIC || h[1] == 0 || h[1] > RECORD_MAX || h[2] != seq ||
+            off + HEADER + h[1] > have || record_sum(seq, h[1], buf + off + HEADER) != h[3])
+            break;
+        rc = apply(ctx, buf + off + HEADER, h[1]);
+        off += HEADER + h[1];
+        (*records)++;
+    }
+    if (rc == 0 && off < have)
+        SX_WARN("metering", "ledger journal %s: %zu byte(s) after the last intact record "
+                "ignored (a write cut short by a crash)", path, have - off);
+    free(buf);
+    return rc;
+}
+
+int sx_journal_replay(struct journal *j, int (*apply)(void *ctx, const void *rec, size_t len),
+                      void *ctx, size_t *records)
+{
+    uint32_t *segs;
+    size_t n;
+    int rc;
+
+    *records = 0;
+    rc = list_segments(j, &segs, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = replay_segment(j, segs[i], apply, ctx, records);
+    free(segs);
+    return rc;
+}
+
+int sx_journal_append(struct journal *j, const void *payload, size_t len, bool may_rotate,
+                      uint32_t *seq)
+{
+    unsigned char rec[HEADER + RECORD_MAX];
+    uint32_t h[4];
+    size_t done = 0;
+    int rc;
+
+    if (len == 0 || len > RECORD_MAX)
+        return SX_EINVAL;
+
+    /* 1. A segment to write to: the first, or a new one once this is full
+     * (not while someone syncs it: may_rotate false). */
+    if (j->fd < 0 || (may_rotate && j->size + HEADER + len > SEGMENT_BYTES)) {
+        rc = start_segment(j, j->seq + 1);
+        if (rc)
+            return rc;
+    }
+
+    /* 2. One write() of header and payload: O_APPEND keeps it whole
+     * against other writers of the file (there are none) and in order. */
+    h[0] = MAGIC;
+    h[1] = (uint32_t)len;
+    h[2] = j->seq;
+    h[3] = record_sum(j->seq, (uint32_t)len, payload);
+    memcpy(rec, h, HEADER);
+    memcpy(rec + HEADER, payload, len);
+    while (done < HEADER + len) {
+        ssize_t k = write(j->fd, rec + done, HEADER + len - done);
+
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            SX_ERROR("metering", "write to the ledger journal (segment %u) failed: %s",
+                     j->seq, k < 0 ? strerror(errno) : "nothing written");
+            /* A torn record ends the segment for replay: start a new one
+             * for whatever comes next. */
+            j->size = SEGMENT_BYTES;
+            return SX_EIO;
+        }
+        done += (size_t)k;
+    }
+    j->size += done;
+    *seq = j->seq;
+    return 0;
+}
+
+int sx_journal_fd(const struct journal *j)
+{
+    return j->fd;
+}
+
+void sx_journal_release(struct journal *j, uint32_t below)
+{
+    char path[4096];
+
+    if (below > j->seq)
+        below = j->seq; /* the current segment stays */
+    for (; j->oldest < below; j->oldest++) {
+        segment_path(j, j->oldest, path, sizeof(path));
+        if (unlink(path) != 0 && errno != ENOENT)
+            SX_WARN("metering", "unlink(\"%s\") failed: %s", path, strerror(errno));
+    }
+}
+
+int sx_journal_reset(struct journal *j)
+{
+    uint32_t *segs;
+    size_t n;
+    int rc = list_segments(j, &segs, &n);
+    char path[4096];
+
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        segment_path(j, segs[i], path, sizeof(path));
+        if (unlink(path) != 0 && errno != ENOENT) {
+            SX_ERROR("metering", "unlink(\"%s\") failed: %s", path, strerror(errno));
+            rc = SX_EIO;
+        }
+    }
+    free(segs);
+    if (rc == 0)
+        j->oldest = j->seq + 1;
+    return rc;
+}
