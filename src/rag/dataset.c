@@ -415,8 +415,11 @@ int sx_rag_dataset_register(sx_rag *rag, const char *tenant_id, const json_t *bo
         rc = rc ? rc : SX_ESTORE;
         goto done;
     }
-    if ((rc = sx_db_commit(db)) == 0)
+    if ((rc = sx_db_commit(db)) == 0) {
+        if (allow_rag)
+            sx_rag_norag_forget(rag->norag, tenant_id);
         rc = dataset_load(db, tenant_id, id, out, NULL, NULL);
+    }
 done:
     sx_store_release(rag->store, db);
     return rc;

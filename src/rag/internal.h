@@ -12,12 +12,14 @@
 #define SX_RAG_VECTORS_MAX 20000    /* vectors scanned per query, at most */
 
 struct sx_rag_dfcache;
+struct sx_rag_norag;
 struct sx_rag_postings;
 
 struct sx_rag {
     sx_store *store;
     struct sx_rag_dfcache *dfcache;   /* document frequencies per tenant */
     struct sx_rag_postings *postings; /* in-memory postings per tenant */
+    struct sx_rag_norag *norag;       /* tenants with no dataset for RAG */
     sx_tenancy *tenancy;
     struct sx_rag_limits limits;
 
@@ -130,6 +132,19 @@ int sx_rag_index_remove(sx_db *db, const char *tenant_id, const struct sx_rag_in
  * NULL when out of memory (searches then work uncached); free takes NULL. */
 struct sx_rag_dfcache *sx_rag_dfcache_new(void);
 void sx_rag_dfcache_free(struct sx_rag_dfcache *c);
+
+/* The tenants known to have no dataset that allows RAG (norag.c). new:
+ * NULL when out of memory (every retrieval then asks the store); the
+ * others accept NULL. has: the tenant is known to have none. add: records
+ * that the store said so, unless a registration came after gen (read
+ * before asking the store). forget: a dataset allowing RAG was registered
+ * for the tenant (call after its commit). */
+struct sx_rag_norag *sx_rag_norag_new(void);
+void sx_rag_norag_free(struct sx_rag_norag *c);
+uint64_t sx_rag_norag_gen(struct sx_rag_norag *c);
+bool sx_rag_norag_has(struct sx_rag_norag *c, const char *tenant_id);
+void sx_rag_norag_add(struct sx_rag_norag *c, const char *tenant_id, uint64_t gen);
+void sx_rag_norag_forget(struct sx_rag_norag *c, const char *tenant_id);
 
 /* Ranks the tenant's chunks matching terms, best first, at most cap, and
  * gives the query's reference score in *ideal. Chunks whose normalised

@@ -41,6 +41,7 @@ sx_rag *sx_rag_open(sx_store *store, sx_tenancy *tenancy, const struct sx_rag_li
     rag->limits = limits ? *limits : default_limits;
     rag->dfcache = sx_rag_dfcache_new(); /* NULL: searches run uncached */
     rag->postings = sx_rag_postings_new(SX_RAG_POSTINGS_BUDGET); /* NULL: FTS5 only */
+    rag->norag = sx_rag_norag_new(); /* NULL: every retrieval asks the store */
     if (pthread_rwlock_init(&rag->embed_lock, NULL) != 0) {
         snprintf(err, errlen, "rag: cannot create a lock");
         free(rag);
@@ -81,6 +82,7 @@ void sx_rag_close(sx_rag *rag)
     pthread_rwlock_destroy(&rag->embed_lock);
     sx_rag_dfcache_free(rag->dfcache);
     sx_rag_postings_free(rag->postings);
+    sx_rag_norag_free(rag->norag);
     free(rag);
 }
 
@@ -276,6 +278,8 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
     bool all = false;
     int top_k = q->top_k < 1 ? 1 : q->top_k > TOP_K_MAX ? TOP_K_MAX : q->top_k, dim = 0;
     sx_db *db = NULL;
+    bool by_rag = !q->datasets || json_is_null(q->datasets); /* not a list */
+    uint64_t gen = sx_rag_norag_gen(rag->norag);
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -283,6 +287,8 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
         return rc;
     sx_rag_terms_parse(text, len, &terms);
     out->n_terms = terms.n;
+    if (by_rag && sx_rag_norag_has(rag->norag, tenant_id))
+        goto done; /* no dataset allows RAG: nothing to find */
 
     /* 1. The query's vector, before taking a connection (embedding takes
      * a while); without one, BM25 alone. */
@@ -310,8 +316,11 @@ int sx_rag_retrieve(sx_rag *rag, const char *tenant_id, const char *text, size_t
     }
     if ((rc = datasets_select(db, tenant_id, q->datasets, &tokens, &n_ds, &all)) != 0)
         goto done;
-    if (!all && n_ds == 0)
+    if (!all && n_ds == 0) {
+        if (by_rag)
+            sx_rag_norag_add(rag->norag, tenant_id, gen);
         goto done;
+    }
     if (n_ds > sizeof(ds) / sizeof(ds[0])) {
         rc = SX_ETOOBIG;
         goto done;

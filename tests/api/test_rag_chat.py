@@ -113,6 +113,27 @@ def test_nothing_above_threshold_adds_nothing(sapi, mock):
     assert sent_messages(mock)[0]["content"] == PROMPT
 
 
+def test_dataset_registered_after_chats_is_used_at_once(sapi, mock):
+    """A tenant that chatted before it had any dataset (retrieval then
+    remembers that it has none) gets its documents into the very next chat
+    after registering and uploading them; a dataset that does not allow RAG
+    does not count."""
+    SENSITIVE.add_text(PROMPT)
+    t, key = sapi.create_tenant(tier="pro", settings={"custom_system_prompt": PROMPT})
+    for _ in range(2):
+        assert chat(sapi, key).json()["meta"]["rag"]["chunks"] == []
+    for allow in (False, True):
+        r = sapi.apost(f"/tenants/{t['id']}/datasets/register",
+                       json={"name": f"catalog_{allow}", "type": "documents",
+                             "data_use": {"allow_rag": allow}})
+        assert r.status_code == 201, r.text
+        r = sapi.apost(f"/tenants/{t['id']}/datasets/{r.json()['id']}/upload/docs",
+                       json={"docs": [ASPIRIN]})
+        assert r.status_code == 200, r.text
+        chunks = chat(sapi, key).json()["meta"]["rag"]["chunks"]
+        assert [c["doc_id"] for c in chunks] == (["med_001"] if allow else [])
+
+
 def test_client_system_message_is_merged_not_doubled(sapi, mock):
     _, key = pharmacy(sapi)
     r = sapi.post("/chat/completions", key=key, json={
