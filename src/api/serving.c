@@ -697,6 +697,7 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
     ag->req.messages = msgs;
     ag->req.prompt = ag->prompt;
     ag->req.prompt_len = ag->prompt_len;
+    ag->req.stream = ag->stream;
 
     /* 2. The prompt, counted and checked against the context. */
     if (sx_backend_prepare(b, &ag->req, &job, &prompt_tokens, &e)) {

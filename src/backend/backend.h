@@ -44,6 +44,9 @@ struct sx_gen_request {
     int logprobs;           /* 0 off, else 1 */
     int top_logprobs;       /* 0..20 */
     const char *user;       /* passed upstream; may be NULL */
+    /* The client reads a stream: an upstream is asked for one too (text
+     * reaches the client as it comes); else for one whole response. */
+    bool stream;
     /* The tenant's LoRA adapter, if any. Local: the loaded adapter (alive
      * until the job's done), applied at scale 1. Upstream: the adapter is
      * named in the upstream's model field (see sx_backend_adapter_name)

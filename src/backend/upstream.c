@@ -1,10 +1,11 @@
 /* The upstream backend: relays generations to an OpenAI-compatible server
  * (vLLM, llama.cpp server, Ollama, OpenAI) over HTTP with libcurl's multi
  * interface, on one I/O thread per upstream, so a thousand open relays
- * cost no thread each. Generations always go upstream as streams with
- * stream_options.include_usage, whatever the client asked: one parser, the
- * upstream's own token counts, and text that reaches the client as it
- * arrives. Connect failures become 502 and silence past the timeout 504. */
+ * cost no thread each. A client's stream goes upstream as a stream with
+ * stream_options.include_usage (the upstream's own token counts, text that
+ * reaches the client as it arrives); a whole response is asked for whole,
+ * one body to parse. Either answer is understood either way. Connect
+ * failures become 502 and silence past the timeout 504. */
 #include "backend/internal.h"
 
 #include "base/err.h"
@@ -170,6 +171,47 @@ static int on_chunk(struct up_job *j, json_t *o)
             j->finish_reason = static_finish(json_string_value(fr));
         }
     }
+    return 0;
+}
+
+/* A whole (non-streamed) completion: its text and logprobs through the
+ * sink as one piece, usage and finish noted. 0, or nonzero (j->err set)
+ * when the body is not an OpenAI completion. */
+static int whole_response(struct upstream *u, struct up_job *j)
+{
+    json_t *o = json_loadb(j->buf ? j->buf : "", j->len, 0, NULL);
+    json_t *c0 = json_array_get(json_object_get(o, "choices"), 0), *usage, *text, *lp;
+    json_t *items, *fr;
+
+    if (!json_is_object(c0)) {
+        json_decref(o);
+        return sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                           "the upstream model server for '%s' sent a response that is "
+                           "not an OpenAI completion", u->base.name);
+    }
+    usage = json_object_get(o, "usage");
+    if (json_is_integer(json_object_get(usage, "prompt_tokens")) &&
+        json_is_integer(json_object_get(usage, "completion_tokens"))) {
+        j->usage = true;
+        j->prompt_tokens = json_integer_value(json_object_get(usage, "prompt_tokens"));
+        j->completion_tokens = json_integer_value(json_object_get(usage, "completion_tokens"));
+    }
+    text = j->kind == SX_GEN_CHAT ? json_object_get(json_object_get(c0, "message"), "content")
+                                  : json_object_get(c0, "text");
+    lp = json_object_get(c0, "logprobs");
+    items = json_is_object(lp) ? json_object_get(lp, "content") : NULL;
+    /* As in a stream, the sink's refusal (the client went away) ends the
+     * job without an upstream error. */
+    if (json_string_length(text) || json_is_array(items)) {
+        j->out_bytes += (int64_t)json_string_length(text);
+        j->out_chunks++;
+        j->sink.delta(j->sink.ctx, json_is_string(text) ? json_string_value(text) : "",
+                      json_string_length(text), json_is_array(items) ? items : NULL);
+    }
+    fr = json_object_get(c0, "finish_reason");
+    j->saw_finish = true;
+    j->finish_reason = static_finish(json_is_string(fr) ? json_string_value(fr) : NULL);
+    json_decref(o);
     return 0;
 }
 
@@ -343,9 +385,7 @@ static void finish(struct upstream *u, struct up_job *j, CURLcode cc, bool cance
         else if (j->status / 100 != 2)
             http_error(u, j);
         else if (j->type == JOB_GEN && !j->sse)
-            sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
-                        "the upstream model server for '%s' did not answer with an event "
-                        "stream; it must support \"stream\": true", u->base.name);
+            whole_response(u, j); /* sets j->err when it is not one */
         else if (j->type == JOB_GEN && !j->saw_finish && !j->saw_done)
             sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
                         "the upstream model server for '%s' closed the stream before the "
@@ -602,7 +642,7 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
     char name[256];
 
     /* 1. The OpenAI body, in the upstream's model name (the tenant's
-     * adapter's name when it has one), always streamed. */
+     * adapter's name when it has one), streamed when the client's is. */
     if (req->adapter_version > 0 && req->adapter_slug) {
         if (sx_backend_adapter_name(b, req->adapter_slug, req->adapter_version, name,
                                     sizeof(name))) {
@@ -627,8 +667,9 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
         json_object_set_new(body, "prompt", json_stringn(req->prompt, req->prompt_len));
         bytes = (int64_t)req->prompt_len;
     }
-    json_object_set_new(body, "stream", json_true());
-    json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    json_object_set_new(body, "stream", json_boolean(req->stream));
+    if (req->stream)
+        json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
     json_object_set_new(body, "max_tokens", json_integer(req->max_tokens));
     json_object_set_new(body, "temperature", json_real(req->temperature));
     json_object_set_new(body, "top_p", json_real(req->top_p));

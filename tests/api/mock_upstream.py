@@ -63,7 +63,7 @@ class MockUpstream:
                     return self.embeddings(body)
                 if body.get("stream"):
                     return self.stream(body, steer)
-                return self.whole(body)
+                return self.whole(body, steer)
 
             def error(self, status, msg):
                 data = json.dumps({"error": {"message": msg, "type": "x",
@@ -88,15 +88,39 @@ class MockUpstream:
                 self.end_headers()
                 self.wfile.write(raw)
 
-            def whole(self, body):
-                raw = json.dumps({"id": "x", "object": "chat.completion", "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": REPLY},
-                     "finish_reason": "stop"}]}).encode()
+            def whole(self, body, steer):
+                # The same steering as a stream: slow=N takes N * 0.1 s,
+                # cut sends half the body, nousage leaves usage out.
+                chat = "messages" in body
+                m = re.search(r"MOCK:slow=(\d+)", steer)
+                words = ["w "] * int(m.group(1)) if m else REPLY.split(" ")
+                if m:
+                    time.sleep(0.1 * len(words))
+                text = "".join(words).rstrip() if m else REPLY
+                choice = {"index": 0, "finish_reason": "stop"}
+                if chat:
+                    choice["message"] = {"role": "assistant", "content": text}
+                else:
+                    choice["text"] = text
+                out = {"id": "x", "object": "chat.completion" if chat else "text_completion",
+                       "choices": [choice]}
+                if "MOCK:nousage" not in steer:
+                    out["usage"] = {"prompt_tokens": 11, "completion_tokens": len(words),
+                                    "total_tokens": 11 + len(words)}
+                raw = json.dumps(out).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
+                if "MOCK:cut" in steer:
+                    self.send_header("Connection", "close")
+                    raw = raw[:len(raw) // 2]
                 self.end_headers()
-                self.wfile.write(raw)
+                try:
+                    self.wfile.write(raw)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    with mock.lock:
+                        mock.disconnects += 1
 
             def stream(self, body, steer):
                 chat = "messages" in body

@@ -77,8 +77,8 @@ def test_plain_chat_relays_and_reports_usage(sapi, mock, tkey):
     assert "x-ratelimit-remaining-requests" in r.headers
     up = mock.last()
     assert up["auth"] == f"Bearer {UP_KEY}"
-    assert up["body"]["stream"] is True
-    assert up["body"]["stream_options"] == {"include_usage": True}
+    # A whole response is asked for whole: one body to relay.
+    assert up["body"]["stream"] is False and "stream_options" not in up["body"]
     assert up["body"]["model"] == "synapsex-chat"
 
 
@@ -126,12 +126,31 @@ def test_stream_with_usage(sapi, tkey):
     assert all(c["usage"] is None for c in chunks[:-1])
 
 
-def test_stream_without_usage_has_no_usage_field(sapi, tkey):
+def test_stream_without_usage_has_no_usage_field(sapi, mock, tkey):
     _, key = tkey
     r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs(), "stream": True})
     ev = sse_events(r)
     assert ev[-1] == "[DONE]"
     assert all("usage" not in c for c in ev[:-1])
+    # Upstream it is a stream too, with the upstream's usage always asked for.
+    up = mock.last()["body"]
+    assert up["stream"] is True and up["stream_options"] == {"include_usage": True}
+
+
+def test_whole_upstream_answer_without_usage_is_counted_locally(sapi, tkey):
+    _, key = tkey
+    r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs("MOCK:nousage")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["message"]["content"] == REPLY
+    assert body["usage"]["prompt_tokens"] > 0 and body["usage"]["completion_tokens"] > 0
+
+
+def test_whole_upstream_answer_cut_short_is_502(sapi, tkey):
+    _, key = tkey
+    r = chat(sapi, key, {"model": "synapsex-chat", "messages": msgs("MOCK:cut")})
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "upstream_error"
 
 
 def test_usage_counted_locally_without_upstream_usage(sapi, tkey):
