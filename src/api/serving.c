@@ -2,8 +2,9 @@
  * /v1/completions: tenant settings, model resolution, admission by
  * metering, the backend job, and the response, streamed as OpenAI chunks
  * or built whole. The HTTP thread defers its reply and returns; the
- * backend's thread pushes text; a finisher thread settles usage (durable,
- * so it may block for a group commit) before the last byte goes out. */
+ * backend's thread pushes text; when the job is done its usage is settled
+ * (the upstream's I/O thread or a finisher) and the last byte goes out
+ * once the ledger says the usage is durable. */
 #include "api/serving.h"
 
 #include "base/config.h"
@@ -18,10 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Finisher threads. Each blocks in sx_meter_settle() until its usage event
- * is durable; the ledger commits whatever is waiting as one group, so more
- * settlers in flight make bigger groups: 8 gave 7.6k requests/s through a
- * loopback upstream at 64 connections, 32 gave 12k, 64 no more. */
+/* Finisher threads: they finish what the engine's batch loop hands off
+ * and the embeddings, which block in sx_meter_settle() until their usage
+ * is durable; with ledger_sync = full, more settlers in flight share each
+ * journal fdatasync. */
 #define FINISHERS 32
 
 struct gen;
@@ -34,8 +35,6 @@ struct sx_serving {
     pthread_cond_t cv;
     struct sx_serving_task *head, *tail;
     bool stop;
-    _Atomic int running; /* generations between start and done */
-    bool quick_settle;   /* ledger_sync = normal: a settlement never blocks */
 };
 
 /* One request in flight. Two references: the request's (dropped when the
@@ -45,7 +44,8 @@ struct gen {
     struct sx_serving_task task; /* first: the finisher runs it */
     _Atomic int refs;
     struct sx_app *app;
-    sx_backend *backend;
+    sx_backend *backend;     /* not used once settled: it may be closed */
+    const char *backend_kind; /* static: "local" or "upstream" */
     sx_http_stream *st;
     struct sx_meter_grant *grant;
     _Atomic uint64_t job;    /* backend job id, 0 until started */
@@ -108,7 +108,7 @@ static json_t *meta_json(const struct gen *g)
         if (g->upstream_model[0])
             json_object_set_new(ad, "upstream_model", json_string(g->upstream_model));
     }
-    return json_pack("{s:s,s:o,s:o,s:n}", "backend", sx_backend_kind(g->backend), "adapter",
+    return json_pack("{s:s,s:o,s:o,s:n}", "backend", g->backend_kind, "adapter",
                      ad, "rag", g->rag ? json_incref(g->rag) : json_null(), "rerank");
 }
 
@@ -232,25 +232,20 @@ static int on_delta(void *ctx, const char *text, size_t len, json_t *lp)
 static void finish_task(struct sx_serving_task *t);
 
 /* A generation on an upstream backend is finished on the backend's I/O
- * thread itself when its settlement cannot block (ledger_sync = normal: a
- * journal write) or when it ends alone (no other one in flight, so no
- * group fdatasync to gather): the hand-off to a finisher costs a thread
- * wake-up, tens of microseconds. Otherwise the I/O thread must keep moving
- * the others' bytes, so the finishers settle (and group) theirs. Local
- * models always hand off: their thread is the engine's batch loop. */
+ * thread itself: settling does not block it (the ledger calls back once
+ * the usage is durable), and a hand-off to a finisher would cost a thread
+ * wake-up, tens of microseconds. Local models hand off: their thread is
+ * the engine's batch loop. */
 static void on_done(void *ctx, const struct sx_gen_result *res)
 {
     struct gen *g = ctx;
-    struct sx_serving *s = g->app->serving;
-    bool alone = atomic_fetch_sub(&s->running, 1) == 1;
 
     g->res = *res;
     g->task.run = finish_task;
-    if ((alone || s->quick_settle) && !g->adapter &&
-        strcmp(sx_backend_kind(g->backend), "upstream") == 0)
+    if (!g->adapter && strcmp(g->backend_kind, "upstream") == 0)
         finish_task(&g->task);
     else
-        sx_serving_post(s, &g->task);
+        sx_serving_post(g->app->serving, &g->task);
 }
 
 static void on_close(void *ctx)
@@ -265,25 +260,6 @@ static void on_close(void *ctx)
 }
 
 /* ---- finishing (finisher threads) ----------------------------------------- */
-
-/* Settles the grant to what was generated: 0, or SX_ESTORE when the usage
- * event could not be written (the response must then not claim success). */
-static int settle(struct gen *g, const char *status)
-{
-    struct sx_usage_event ev = {
-        .model = sx_backend_name(g->backend),
-        .prompt_tokens = g->res.prompt_tokens,
-        .completion_tokens = g->res.completion_tokens,
-        .status = status,
-        .endpoint = g->endpoint,
-    };
-    int rc = 0;
-
-    if (g->grant)
-        rc = sx_meter_settle(g->app->meter, g->grant, &ev);
-    g->grant = NULL;
-    return rc;
-}
 
 static json_t *whole_body(struct gen *g)
 {
@@ -307,13 +283,16 @@ static json_t *whole_body(struct gen *g)
     return o;
 }
 
-static void finish_gen(struct gen *g)
+/* The response's end, once its usage is durable (rc: SX_ESTORE when it
+ * could not be recorded; the response must then not claim success). On
+ * the thread that settled or on the ledger's journal thread. */
+static void reply_settled(void *ctx, int rc)
 {
+    struct gen *g = ctx;
     const struct sx_gen_result *res = &g->res;
 
-    /* 1. Cancelled: bill what was generated; the client is gone. */
+    /* 1. Cancelled: billed what was generated; the client is gone. */
     if (res->cancelled) {
-        settle(g, "cancelled");
         if (!g->begun) {
             struct sx_gen_error e;
 
@@ -322,15 +301,13 @@ static void finish_gen(struct gen *g)
         } else {
             sx_http_stream_finish(g->st);
         }
-        return;
+        goto out;
     }
 
     /* 2. Failed, or done but not recorded in the ledger (a response that is
      * not there must not look complete): an error status when nothing was
      * sent, else an error event that ends the stream without [DONE]. */
-    if (res->failed)
-        settle(g, "error");
-    else if (settle(g, "ok")) {
+    if (!res->failed && rc) {
         sx_gen_fail(&g->res.err, SX_ESTORE, 500, "usage_not_recorded", NULL,
                     "the completion finished but its usage could not be recorded; retry "
                     "the request");
@@ -347,10 +324,10 @@ static void finish_gen(struct gen *g)
             send_json(g, o);
             sx_http_stream_finish(g->st);
         }
-        return;
+        goto out;
     }
 
-    /* 3. Success (settled above): the last bytes. */
+    /* 3. Success: the last bytes. */
     if (!g->stream) {
         json_t *o = whole_body(g);
         char *s = json_dumps(o, JSON_COMPACT);
@@ -361,7 +338,7 @@ static void finish_gen(struct gen *g)
             sx_http_stream_write(g->st, s, strlen(s));
         free(s);
         sx_http_stream_finish(g->st);
-        return;
+        goto out;
     }
     if (!g->begun) {
         begin_stream(g);
@@ -379,18 +356,43 @@ static void finish_gen(struct gen *g)
     }
     sx_http_stream_send(g->st, "[DONE]", 6);
     sx_http_stream_finish(g->st);
+out:
+    gen_unref(g); /* the producer's reference */
+}
+
+/* Settles the grant to what was generated (a failed or cancelled job is
+ * billed what it generated), then replies from reply_settled. */
+static void finish_gen(struct gen *g)
+{
+    struct sx_usage_event ev = {
+        .model = sx_backend_name(g->backend),
+        .prompt_tokens = g->res.prompt_tokens,
+        .completion_tokens = g->res.completion_tokens,
+        .status = g->res.cancelled ? "cancelled" : g->res.failed ? "error" : "ok",
+        .endpoint = g->endpoint,
+    };
+    struct sx_meter_grant *grant = g->grant;
+    int rc;
+
+    g->grant = NULL;
+    if (!grant) {
+        reply_settled(g, 0);
+        return;
+    }
+    rc = sx_meter_settle_then(g->app->meter, grant, &ev, reply_settled, g);
+    if (rc)
+        reply_settled(g, rc);
 }
 
 static void finish_task(struct sx_serving_task *t)
 {
     struct gen *g = (struct gen *)t;
 
-    finish_gen(g);
     /* The job is gone: its adapter version may go too. Released here, on
      * a finisher thread, so that none is held past sx_serving_close(). */
     sx_adapter_release(g->adapter);
     g->adapter = NULL;
-    gen_unref(g);
+    finish_gen(g); /* the producer's reference goes once it has replied */
 }
 
 void sx_serving_post(struct sx_serving *s, struct sx_serving_task *t)
@@ -441,7 +443,6 @@ struct sx_serving *sx_serving_open(const struct sx_config *cfg, char *err, size_
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    s->quick_settle = cfg->ledger_sync == SX_LEDGER_SYNC_NORMAL;
     s->catalog = sx_catalog_open(cfg, err, errlen);
     if (!s->catalog)
         goto fail;
@@ -712,6 +713,7 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
     atomic_store(&g->refs, 2);
     g->app = app;
     g->backend = b;
+    g->backend_kind = sx_backend_kind(b);
     g->kind = ag->kind;
     g->endpoint = ag->endpoint;
     g->stream = ag->stream;
@@ -738,9 +740,7 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
     }
     sx_http_set_user(r, g, gen_unref);
     sink.ctx = g;
-    atomic_fetch_add(&app->serving->running, 1);
     if (sx_backend_start(b, job, &sink, &id, &e)) {
-        atomic_fetch_sub(&app->serving->running, 1);
         job = NULL;
         sx_meter_release(app->meter, g->grant);
         g->grant = NULL;

@@ -109,6 +109,12 @@ void sx_ledger_close(struct ledger *lg);
  * journal, or without one committed to the store (group commit, leader/
  * follower). 0, SX_EINVAL, SX_ENOMEM or SX_ESTORE. */
 int sx_ledger_append(struct ledger *lg, const struct ledger_row *row);
+/* The same without waiting: durable(ctx, 0 or SX_ESTORE) runs exactly once
+ * when the row is durable, on this thread (before the return) or on the
+ * ledger's journal thread (journal and ledger_sync = full). Returns 0, or
+ * SX_EINVAL / SX_ENOMEM / SX_ESTORE (then durable never runs). */
+int sx_ledger_append_then(struct ledger *lg, const struct ledger_row *row,
+                          sx_meter_settled_fn durable, void *ctx);
 /* Returns once every row appended before the call is in the store (a
  * no-op without a journal): readers of the usage tables call it first.
  * SX_ESTORE when the store refused some of those rows (they stay in the

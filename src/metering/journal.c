@@ -159,8 +159,14 @@ static int start_segment(struct journal *j, uint32_t seq)
         unlink(path);
         return SX_EIO;
     }
-    if (j->fd >= 0)
+    /* Durable: rows still unsynced in the old segment reach the disk
+     * before its descriptor goes (the syncer only syncs the current one). */
+    if (j->fd >= 0) {
+        if (j->sync_dir && fdatasync(j->fd) != 0)
+            SX_ERROR("metering", "fdatasync of ledger journal segment %u failed: %s", j->seq,
+                     strerror(errno));
         close(j->fd);
+    }
     j->fd = fd;
     j->seq = seq;
     j->size = 0;

@@ -45,8 +45,11 @@
 #define CHECKPOINT_ROWS_FULL 200
 #define CHECKPOINT_ROWS_NORMAL 1000
 /* Journal mode: how long the ledger thread lets rows gather after it is
- * woken before it commits them (a flush does not wait for it). */
-#define GATHER_US 2000
+ * woken before it commits them (a flush or a close cuts it short), and
+ * the rows between checkpoints: nobody waits for these commits, so they
+ * are made large, which writes each page once for many rows. */
+#define GATHER_MS 10
+#define CHECKPOINT_ROWS_JOURNALED 8192
 
 static const struct sx_migration migrations[] = {
     {1, "usage ledger, daily rollups, limit events",
@@ -107,6 +110,15 @@ struct item {
     pthread_cond_t wake; /* event rows: signalled when done or leader */
 };
 
+/* A settler waiting for its journaled row to reach the disk (full): told
+ * by the syncer thread once an fdatasync covers row number seq. */
+struct waiter {
+    struct waiter *next;
+    int64_t seq;
+    sx_meter_settled_fn durable;
+    void *ctx;
+};
+
 /* One rollup of a batch: the new rows of a tenant and day, summed. */
 struct rollup {
     const char *tenant_id;
@@ -133,13 +145,16 @@ struct ledger {
     struct journal *journal;
     bool idle;            /* the ledger thread waits for work */
     bool flushing;        /* someone waits in sx_ledger_flush() */
-    bool syncing;         /* a settler runs the group fdatasync */
+    bool syncing;         /* the syncer runs an fdatasync (full) */
+    bool syncer_idle;     /* the syncer waits for work */
     int64_t appended;     /* rows journaled since open */
-    int64_t synced;       /* of those, known to be on disk (full) */
     int64_t failed;       /* rows the store refused (kept in the journal) */
     uint32_t keep;        /* the oldest segment holding a refused row, 0 none */
     pthread_cond_t applied; /* rows went to the store */
-    pthread_cond_t synced_cv; /* a group fdatasync ended */
+    pthread_cond_t sync_wanted; /* the syncer: settlers wait (full) */
+    struct waiter *waiting, **waiting_tail; /* in journal order */
+    pthread_t syncer;
+    bool syncer_started;
 
     struct rollup rollups[BATCH_MAX]; /* the leader's scratch */
 };
@@ -403,7 +418,8 @@ static void lead(struct ledger *lg)
         release_segments(lg);
     /* Every so many rows, a checkpoint, after the followers are woken:
      * the leader's own request and those arriving meanwhile wait for it. */
-    if (lg->rows_since_checkpoint >= (lg->sync == SX_LEDGER_SYNC_FULL
+    if (lg->rows_since_checkpoint >= (lg->journal ? CHECKPOINT_ROWS_JOURNALED
+                                      : lg->sync == SX_LEDGER_SYNC_FULL
                                           ? CHECKPOINT_ROWS_FULL
                                           : CHECKPOINT_ROWS_NORMAL)) {
         lg->rows_since_checkpoint = 0;
@@ -444,12 +460,21 @@ static void *ledger_main(void *arg)
         lg->idle = true;
         pthread_cond_wait(&lg->queued, &lg->lock);
         lg->idle = false;
-        /* Journaled rows wait for nobody: let a few more gather into this
-         * commit, unless someone flushes or the ledger closes. */
-        if (lg->journal && !lg->flushing && !lg->stopping) {
-            pthread_mutex_unlock(&lg->lock);
-            usleep(GATHER_US);
-            pthread_mutex_lock(&lg->lock);
+        /* Journaled rows wait for nobody: let more gather into this commit
+         * (settlers do not signal meanwhile), unless someone flushes or
+         * the ledger closes. */
+        if (lg->journal) {
+            struct timespec until;
+
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += GATHER_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (!lg->flushing && !lg->stopping &&
+                   pthread_cond_timedwait(&lg->queued, &lg->lock, &until) == 0)
+                ;
         }
     }
     pthread_mutex_unlock(&lg->lock);
@@ -464,6 +489,60 @@ static void enqueue(struct ledger *lg, struct item *it)
     else
         lg->head = it;
     lg->tail = it;
+}
+
+/* The syncer thread (journal, ledger_sync = full): one fdatasync covers
+ * every row journaled before it starts, so while it runs the next group
+ * gathers; then it tells that group's settlers, in journal order. */
+static void *syncer_main(void *arg)
+{
+    struct ledger *lg = arg;
+
+    pthread_mutex_lock(&lg->lock);
+    for (;;) {
+        struct waiter *done, **tail = &lg->waiting, *w;
+        int64_t upto;
+        int fd, rc;
+
+        if (!lg->waiting) {
+            if (lg->stopping)
+                break;
+            lg->syncer_idle = true;
+            pthread_cond_wait(&lg->sync_wanted, &lg->lock);
+            lg->syncer_idle = false;
+            continue;
+        }
+        upto = lg->appended;
+        fd = sx_journal_fd(lg->journal);
+        lg->syncing = true;
+        pthread_mutex_unlock(&lg->lock);
+        rc = fdatasync(fd);
+        if (rc != 0)
+            SX_ERROR("metering", "fdatasync of the ledger journal failed: %s",
+                     strerror(errno));
+        pthread_mutex_lock(&lg->lock);
+        lg->syncing = false;
+
+        /* The waiters this sync covered leave the list, oldest first. */
+        while (*tail && (*tail)->seq <= upto)
+            tail = &(*tail)->next;
+        done = lg->waiting;
+        lg->waiting = *tail;
+        *tail = NULL;
+        if (!lg->waiting)
+            lg->waiting_tail = &lg->waiting;
+        pthread_mutex_unlock(&lg->lock);
+        for (w = done; w;) {
+            struct waiter *next = w->next;
+
+            w->durable(w->ctx, rc == 0 ? 0 : SX_ESTORE);
+            free(w);
+            w = next;
+        }
+        pthread_mutex_lock(&lg->lock);
+    }
+    pthread_mutex_unlock(&lg->lock);
+    return NULL;
 }
 
 /* ---- the journal's records ------------------------------------------------ */
@@ -630,7 +709,8 @@ struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, const char
     pthread_mutex_init(&lg->lock, NULL);
     pthread_cond_init(&lg->queued, NULL);
     pthread_cond_init(&lg->applied, NULL);
-    pthread_cond_init(&lg->synced_cv, NULL);
+    pthread_cond_init(&lg->sync_wanted, NULL);
+    lg->waiting_tail = &lg->waiting;
 
     /* The ledger's own connection: its durability setting is its own, and
      * tenants, keys and the audit log keep synchronous=FULL on theirs. In
@@ -654,6 +734,14 @@ struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, const char
         sx_ledger_close(lg);
         return NULL;
     }
+    if (lg->journal && sync == SX_LEDGER_SYNC_FULL) {
+        if (pthread_create(&lg->syncer, NULL, syncer_main, lg) != 0) {
+            snprintf(err, errlen, "cannot start the usage ledger's journal thread");
+            sx_ledger_close(lg);
+            return NULL;
+        }
+        lg->syncer_started = true;
+    }
     if (pthread_create(&lg->thread, NULL, ledger_main, lg) != 0) {
         snprintf(err, errlen, "cannot start the usage ledger thread");
         sx_ledger_close(lg);
@@ -670,20 +758,22 @@ void sx_ledger_close(struct ledger *lg)
 {
     if (!lg)
         return;
-    if (lg->started) {
-        pthread_mutex_lock(&lg->lock);
-        lg->stopping = true;
-        pthread_cond_signal(&lg->queued);
-        pthread_mutex_unlock(&lg->lock);
+    pthread_mutex_lock(&lg->lock);
+    lg->stopping = true;
+    pthread_cond_signal(&lg->queued);
+    pthread_cond_signal(&lg->sync_wanted);
+    pthread_mutex_unlock(&lg->lock);
+    if (lg->syncer_started)
+        pthread_join(lg->syncer, NULL);
+    if (lg->started)
         pthread_join(lg->thread, NULL);
-    }
     /* Everything journaled is in the store now, unless the store refused
      * rows: those segments stay for the next start. */
     if (lg->journal && lg->started && !lg->keep)
         sx_journal_reset(lg->journal);
     sx_journal_close(lg->journal);
     sx_store_disconnect(lg->db);
-    pthread_cond_destroy(&lg->synced_cv);
+    pthread_cond_destroy(&lg->sync_wanted);
     pthread_cond_destroy(&lg->applied);
     pthread_cond_destroy(&lg->queued);
     pthread_mutex_destroy(&lg->lock);
@@ -722,68 +812,50 @@ static int fill_item(struct item *it, const struct ledger_row *row)
     return 0;
 }
 
-/* ledger_sync = full: waits until the journal holds row number mine on
- * disk. The first waiter syncs for everyone written so far; the others
- * wait for it, and a write that came in meanwhile needs the next sync.
- * Lock held. */
-static int sync_journal(struct ledger *lg, int64_t mine)
-{
-    while (lg->synced < mine) {
-        int64_t upto;
-        int fd, rc;
-
-        if (lg->syncing) {
-            pthread_cond_wait(&lg->synced_cv, &lg->lock);
-            continue;
-        }
-        lg->syncing = true;
-        upto = lg->appended;
-        fd = sx_journal_fd(lg->journal);
-        pthread_mutex_unlock(&lg->lock);
-        rc = fdatasync(fd);
-        if (rc != 0)
-            SX_ERROR("metering", "fdatasync of the ledger journal failed: %s",
-                     strerror(errno));
-        pthread_mutex_lock(&lg->lock);
-        lg->syncing = false;
-        pthread_cond_broadcast(&lg->synced_cv);
-        if (rc != 0)
-            return SX_ESTORE;
-        if (upto > lg->synced)
-            lg->synced = upto;
-    }
-    return 0;
-}
-
-/* Journal mode: the row goes to the journal (and, full, to the disk), and
- * to the ledger thread's queue for the store. */
-static int append_journaled(struct ledger *lg, struct item *it)
+/* Journal mode: the row goes to the journal and to the ledger thread's
+ * queue for the store; durable runs once it is as durable as ledger_sync
+ * says (normal: at once, on this thread; full: on the syncer's). */
+static int append_journaled(struct ledger *lg, struct item *it, sx_meter_settled_fn durable,
+                            void *ctx)
 {
     unsigned char rec[512];
     size_t len = encode_row(it, rec);
-    int64_t mine;
+    struct waiter *w = NULL;
     int rc;
 
     it->detached = true;
+    if (lg->sync == SX_LEDGER_SYNC_FULL && !(w = malloc(sizeof(*w)))) {
+        free(it);
+        return SX_ENOMEM;
+    }
     pthread_mutex_lock(&lg->lock);
     /* A segment being synced is not rotated away under its syncer. */
     rc = sx_journal_append(lg->journal, rec, len, !lg->syncing, &it->segment);
     if (rc) {
         pthread_mutex_unlock(&lg->lock);
         free(it);
+        free(w);
         return SX_ESTORE;
     }
-    mine = ++lg->appended;
+    ++lg->appended;
     enqueue(lg, it);
     if (lg->idle)
         pthread_cond_signal(&lg->queued);
-    if (lg->sync == SX_LEDGER_SYNC_FULL)
-        rc = sync_journal(lg, mine);
+    if (w) {
+        *w = (struct waiter){NULL, lg->appended, durable, ctx};
+        *lg->waiting_tail = w;
+        lg->waiting_tail = &w->next;
+        if (lg->syncer_idle)
+            pthread_cond_signal(&lg->sync_wanted);
+    }
     pthread_mutex_unlock(&lg->lock);
-    return rc;
+    if (!w)
+        durable(ctx, 0);
+    return 0;
 }
 
-int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
+static int append(struct ledger *lg, const struct ledger_row *row, sx_meter_settled_fn durable,
+                  void *ctx)
 {
     struct item local, *it = &local;
     int rc;
@@ -797,8 +869,9 @@ int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
         return rc;
     }
     if (lg->journal)
-        return append_journaled(lg, it);
+        return append_journaled(lg, it, durable, ctx);
 
+    /* No journal: this thread commits (or follows a leader's commit). */
     pthread_cond_init(&it->wake, NULL);
     pthread_mutex_lock(&lg->lock);
     enqueue(lg, it);
@@ -810,7 +883,50 @@ int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
     }
     pthread_mutex_unlock(&lg->lock);
     pthread_cond_destroy(&it->wake);
-    return it->rc ? SX_ESTORE : 0;
+    durable(ctx, it->rc ? SX_ESTORE : 0);
+    return 0;
+}
+
+int sx_ledger_append_then(struct ledger *lg, const struct ledger_row *row,
+                          sx_meter_settled_fn durable, void *ctx)
+{
+    return append(lg, row, durable, ctx);
+}
+
+/* sx_ledger_append waits on one of these for its own row. */
+struct wait_one {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+};
+
+static void wake_one(void *ctx, int rc)
+{
+    struct wait_one *w = ctx;
+
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    w->rc = rc;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
+{
+    struct wait_one w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    int rc = append(lg, row, wake_one, &w);
+
+    if (rc == 0) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        rc = w.rc;
+    }
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return rc;
 }
 
 int sx_ledger_flush(struct ledger *lg)

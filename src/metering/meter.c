@@ -394,8 +394,9 @@ int sx_meter_headers(const struct sx_meter_grant *g,
 
 /* ---- settlement ---------------------------------------------------------- */
 
-int sx_meter_settle_at(sx_meter *m, struct sx_meter_grant *g, const struct sx_usage_event *ev,
-                       int64_t wall_ms)
+/* Both settlements: durable NULL waits for the ledger, else it is told. */
+static int settle(sx_meter *m, struct sx_meter_grant *g, const struct sx_usage_event *ev,
+                  int64_t wall_ms, sx_meter_settled_fn durable, void *ctx)
 {
     struct ledger_row row = {0};
     unsigned reached;
@@ -429,14 +430,30 @@ int sx_meter_settle_at(sx_meter *m, struct sx_meter_grant *g, const struct sx_us
     row.completion_tokens = ev->completion_tokens;
     row.rerank_calls = ev->rerank_calls;
     row.quantum_rerank_calls = ev->quantum_rerank_calls;
-    rc = sx_ledger_append(m->ledger, &row);
+    rc = durable ? sx_ledger_append_then(m->ledger, &row, durable, ctx)
+                 : sx_ledger_append(m->ledger, &row);
     free(g);
     return rc;
 }
 
+int sx_meter_settle_at(sx_meter *m, struct sx_meter_grant *g, const struct sx_usage_event *ev,
+                       int64_t wall_ms)
+{
+    return settle(m, g, ev, wall_ms, NULL, NULL);
+}
+
 int sx_meter_settle(sx_meter *m, struct sx_meter_grant *g, const struct sx_usage_event *ev)
 {
-    return sx_meter_settle_at(m, g, ev, sx_time_now_ms());
+    return settle(m, g, ev, sx_time_now_ms(), NULL, NULL);
+}
+
+int sx_meter_settle_then(sx_meter *m, struct sx_meter_grant *g,
+                         const struct sx_usage_event *ev, sx_meter_settled_fn settled,
+                         void *ctx)
+{
+    if (!settled)
+        return SX_EINVAL;
+    return settle(m, g, ev, sx_time_now_ms(), settled, ctx);
 }
 
 void sx_meter_release(sx_meter *m, struct sx_meter_grant *g)

@@ -12,10 +12,12 @@
  *     times themselves, so this holds for them exactly;
  *   - settled + reserved tokens of a tenant's UTC day never exceed its
  *     tokens/day limit (the day is the day of admission);
- *   - sx_meter_settle() returns only once the event is committed (group
- *     commit, leader/follower): with ledger_sync = full it survives a power
- *     loss, with normal a crash or SIGKILL of the process; a request id is
- *     recorded at most once.
+ *   - sx_meter_settle() returns (sx_meter_settle_then() calls back) only
+ *     once the event is durable: in the ledger's journal, fsynced with
+ *     ledger_sync = full (a power loss loses nothing), in the page cache
+ *     with normal (a crash or SIGKILL of the process loses nothing); the
+ *     store gets it a few milliseconds later, and the usage reports wait
+ *     for that; a request id is recorded at most once.
  * The limiter state lives in memory behind an interface (limiter_ops in
  * internal.h) that a shared backend (Redis) can implement later; today's
  * tokens and requests are reloaded from the rollups when the module opens. */
@@ -91,6 +93,15 @@ struct sx_usage_event {
  * releasing the reservation) or SX_ESTORE (the ledger write failed after
  * retries; logged). */
 int sx_meter_settle(sx_meter *m, struct sx_meter_grant *g, const struct sx_usage_event *ev);
+/* The same without blocking: settled(ctx, 0 or SX_ESTORE) runs exactly
+ * once, when the event is durable, either on this thread before the
+ * return or on the ledger's journal thread (ledger_sync = full); the
+ * handler sends its last byte from there. Frees g. Returns 0, or SX_EINVAL
+ * / SX_ENOMEM / SX_ESTORE, and then settled never runs. */
+typedef void (*sx_meter_settled_fn)(void *ctx, int rc);
+int sx_meter_settle_then(sx_meter *m, struct sx_meter_grant *g,
+                         const struct sx_usage_event *ev, sx_meter_settled_fn settled,
+                         void *ctx);
 
 /* Whether sx_meter_admit() would refuse any request of t now, whatever
  * its size: its requests/min are used up, or a trial's requests/day, or
