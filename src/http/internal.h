@@ -3,6 +3,7 @@
 #ifndef SX_HTTP_INTERNAL_H
 #define SX_HTTP_INTERNAL_H
 
+#include "base/loop.h"
 #include "http/http.h"
 #include "http/router.h"
 
@@ -43,8 +44,19 @@ void sx_http_metrics_record(struct sx_http_metrics *m, int route, int method_cod
 
 /* ---- Server and request --------------------------------------------------- */
 
-struct sx_http_server {
+/* One event loop (base/loop.h) with its own daemon on the shared port
+ * (SO_REUSEPORT: the kernel spreads connections over them). */
+struct sx_http_worker {
+    sx_http_server *srv;
+    struct sx_loop *loop;
     struct MHD_Daemon *daemon;
+    struct sx_loop_watch watch; /* the daemon's epoll descriptor */
+    MHD_socket listen_fd;       /* after quiesce: closed at the stop */
+};
+
+struct sx_http_server {
+    struct sx_http_worker *workers; /* NULL until started */
+    int n_workers;
     struct sx_http_router router;
     struct sx_http_metrics metrics;
 

@@ -1,5 +1,5 @@
-/* The libmicrohttpd server: daemon setup (thread pool on epoll, TLS,
- * limits), the access handler that routes a request, enforces the body
+/* The libmicrohttpd server: daemon setup (one daemon per event loop of
+ * base/loop.h, TLS, limits), the access handler that routes a request, enforces the body
  * limit and calls the handler, the replies, and graceful shutdown. Streams
  * live in stream.c, metrics in metrics.c, the health routes in health.c. */
 #include "http/internal.h"
@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -606,7 +607,7 @@ int sx_http_route(sx_http_server *s, const char *method, const char *pattern,
 {
     int rc;
 
-    if (s->daemon) {
+    if (s->workers) {
         SX_ERROR("http", "route %s %s added after start", method, pattern);
         return SX_EINVAL;
     }
@@ -621,7 +622,7 @@ int sx_http_route(sx_http_server *s, const char *method, const char *pattern,
 int sx_http_route_set_max_body(sx_http_server *s, const char *method, const char *pattern,
                                size_t max_body)
 {
-    if (s->daemon || max_body == 0)
+    if (s->workers || max_body == 0)
         return SX_EINVAL;
     for (int i = 0; i < s->router.n; i++) {
         struct sx_http_route_entry *e = &s->router.routes[i];
@@ -688,14 +689,101 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(out - s);
 }
 
+/* Loops first (their modules' per-loop state goes with them), then the
+ * daemons, from this thread. */
+static void stop_workers(sx_http_server *s)
+{
+    for (int i = 0; s->workers && i < s->n_workers; i++)
+        sx_loop_stop(s->workers[i].loop);
+    for (int i = 0; s->workers && i < s->n_workers; i++) {
+        struct sx_http_worker *w = &s->workers[i];
+
+        if (w->daemon)
+            MHD_stop_daemon(w->daemon);
+        if (w->listen_fd != MHD_INVALID_SOCKET)
+            close(w->listen_fd);
+        sx_loop_free(w->loop);
+    }
+    free(s->workers);
+    s->workers = NULL;
+    s->n_workers = 0;
+}
+
+/* Before each wait of a worker's loop: MHD does what is ready (requests,
+ * resumed responses, timeouts) and says how long the loop may sleep. */
+static int worker_run(void *ctx)
+{
+    struct sx_http_worker *w = ctx;
+    MHD_UNSIGNED_LONG_LONG ms;
+
+    MHD_run(w->daemon);
+    if (MHD_get_timeout(w->daemon, &ms) != MHD_YES)
+        return -1;
+    return ms > 60000 ? 60000 : (int)ms;
+}
+
+/* The daemon's epoll descriptor only wakes the loop; worker_run runs it. */
+static void worker_wake(void *ctx, uint32_t events)
+{
+    (void)ctx;
+    (void)events;
+}
+
+static void set_port(struct sockaddr_storage *a, int port)
+{
+    if (a->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)a)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)a)->sin_port = htons((uint16_t)port);
+}
+
+static int start_worker(sx_http_server *s, struct sx_http_worker *w, unsigned flags,
+                        struct MHD_OptionItem *tls, char *err, size_t errlen)
+{
+    const union MHD_DaemonInfo *info;
+    unsigned limit = (unsigned)(s->max_connections + s->n_workers - 1) / (unsigned)s->n_workers;
+
+    w->srv = s;
+    w->listen_fd = MHD_INVALID_SOCKET;
+    if (!(w->loop = sx_loop_new(err, errlen)))
+        return SX_EIO;
+    w->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&s->addr, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(32 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, tls,
+        MHD_OPTION_END);
+    if (!w->daemon) {
+        snprintf(err, errlen,
+                 "cannot start the HTTP server on port %d (address in use, bad TLS "
+                 "files or permissions; see the log above)",
+                 ntohs(s->ipv6 ? ((struct sockaddr_in6 *)&s->addr)->sin6_port
+                               : ((struct sockaddr_in *)&s->addr)->sin_port));
+        return SX_EIO;
+    }
+    info = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info) {
+        snprintf(err, errlen, "libmicrohttpd gave no epoll descriptor");
+        return SX_EIO;
+    }
+    w->watch = (struct sx_loop_watch){info->epoll_fd, worker_wake, w, false};
+    if (sx_loop_watch(w->loop, &w->watch, EPOLLIN) != 0 ||
+        sx_loop_start(w->loop, worker_run, w) != 0) {
+        snprintf(err, errlen, "cannot start the HTTP server's event loops");
+        return SX_EIO;
+    }
+    return SX_OK;
+}
+
 int sx_http_start(sx_http_server *s, char *err, size_t errlen)
 {
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
-    const union MHD_DaemonInfo *info;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL},
                                     {MHD_OPTION_END, 0, NULL},
                                     {MHD_OPTION_END, 0, NULL}};
+    int rc = SX_OK;
 
     /* 1. TLS: both files are read now so that a bad path fails the start. */
     if (s->tls_cert_path) {
@@ -713,32 +801,33 @@ int sx_http_start(sx_http_server *s, char *err, size_t errlen)
     if (s->ipv6)
         flags |= MHD_USE_IPv6;
 
-    /* 2. The daemon: an epoll loop per worker thread. */
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)s->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout_s, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&s->addr, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(32 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, tls,
-        MHD_OPTION_END);
-    if (!s->daemon) {
-        snprintf(err, errlen,
-                 "cannot start the HTTP server on port %d (address in use, bad TLS "
-                 "files or permissions; see the log above)",
-                 ntohs(s->ipv6 ? ((struct sockaddr_in6 *)&s->addr)->sin6_port
-                               : ((struct sockaddr_in *)&s->addr)->sin_port));
-        return SX_EIO;
+    /* 2. The workers: a loop and a daemon each; the first one binds the
+     * port (maybe an ephemeral one), the others share it. Upstream relays
+     * started by a request run on its worker's loop too. */
+    s->workers = calloc((size_t)s->threads, sizeof(*s->workers));
+    if (!s->workers) {
+        snprintf(err, errlen, "out of memory");
+        return SX_ENOMEM;
     }
-    info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : 0;
-    return SX_OK;
+    s->n_workers = s->threads;
+    for (int i = 0; i < s->n_workers && rc == SX_OK; i++) {
+        rc = start_worker(s, &s->workers[i], flags, tls, err, errlen);
+        if (rc == SX_OK && i == 0) {
+            const union MHD_DaemonInfo *info =
+                MHD_get_daemon_info(s->workers[0].daemon, MHD_DAEMON_INFO_BIND_PORT);
+
+            s->port = info ? info->port : 0;
+            set_port(&s->addr, s->port);
+        }
+    }
+    if (rc != SX_OK)
+        stop_workers(s);
+    return rc;
 }
 
 int sx_http_port(const sx_http_server *s)
 {
-    return s->daemon ? s->port : 0;
+    return s->workers ? s->port : 0;
 }
 
 int sx_http_in_flight(const sx_http_server *s)
@@ -755,19 +844,21 @@ static void wait_idle(sx_http_server *s, int64_t deadline_ns)
 
 void sx_http_stop(sx_http_server *s, int timeout_ms)
 {
-    MHD_socket fd;
-
-    if (!s || !s->daemon || s->stopped)
+    if (!s || !s->workers || s->stopped)
         return;
     s->stopped = 1;
 
-    /* 1. Stop accepting; keep serving the connections we have. */
-    fd = MHD_quiesce_daemon(s->daemon);
-    /* The socket must stay open until MHD_stop_daemon() (worker threads may
-     * still hold it), but shutting it down makes new connections fail at
-     * once instead of waiting in the backlog. */
-    if (fd != MHD_INVALID_SOCKET)
-        shutdown(fd, SHUT_RDWR);
+    /* 1. Stop accepting; keep serving the connections we have. The
+     * sockets stay open until the daemons stop, but shutting them down
+     * makes new connections fail at once instead of waiting in the
+     * backlog. */
+    for (int i = 0; i < s->n_workers; i++) {
+        struct sx_http_worker *w = &s->workers[i];
+
+        w->listen_fd = MHD_quiesce_daemon(w->daemon);
+        if (w->listen_fd != MHD_INVALID_SOCKET)
+            shutdown(w->listen_fd, SHUT_RDWR);
+    }
 
     /* 2. Let in-flight requests (and streams) finish, up to the timeout. */
     wait_idle(s, sx_time_mono_ns() + (int64_t)timeout_ms * 1000000);
@@ -780,18 +871,16 @@ void sx_http_stop(sx_http_server *s, int timeout_ms)
         SX_WARN("http", "stopping with %d requests still running", sx_http_in_flight(s));
 
     /* 4. Close everything. */
-    MHD_stop_daemon(s->daemon);
-    s->daemon = NULL;
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    stop_workers(s);
 }
 
 void sx_http_server_free(sx_http_server *s)
 {
     if (!s)
         return;
-    if (s->daemon && !s->stopped)
+    if (s->workers && !s->stopped)
         sx_http_stop(s, 0);
+    stop_workers(s);
     sx_http_router_clear(&s->router);
     free(s->tls_cert_path);
     free(s->tls_key_path);

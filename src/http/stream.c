@@ -33,7 +33,19 @@ struct sx_http_stream {
     void (*on_close)(void *ctx);
     void *ctx;
     sx_http_stream *next, *prev; /* the server's live list */
+    sx_loop *loop;               /* the loop that runs the connection */
 };
+
+/* Resumes the parked connection. From another thread, the connection's
+ * loop is woken as well: libmicrohttpd takes a resumption up at the start
+ * of a run, so one that lands while a run is under way would otherwise
+ * wait for the next event on that loop. */
+static void resume(sx_http_stream *st)
+{
+    MHD_resume_connection(st->conn);
+    if (st->loop && st->loop != sx_loop_current())
+        sx_loop_wake(st->loop);
+}
 
 static void stream_unref(sx_http_stream *st)
 {
@@ -81,6 +93,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 
 static void stream_link(sx_http_server *s, sx_http_stream *st)
 {
+    st->loop = sx_loop_current(); /* the handler runs on the connection's loop */
     atomic_fetch_add_explicit(&s->metrics.streams, 1, memory_order_relaxed);
     pthread_mutex_lock(&s->streams_mu);
     st->next = s->streams;
@@ -180,7 +193,7 @@ static int stream_begin_locked(sx_http_stream *st, int status, const char *conte
     snprintf(st->ctype, sizeof(st->ctype), "%s", content_type);
     if (st->parked) {
         st->parked = 0;
-        MHD_resume_connection(st->conn);
+        resume(st);
     }
     return SX_OK;
 }
@@ -287,7 +300,7 @@ static int stream_push(sx_http_stream *st, const char *a, size_t alen, const cha
     st->len = need;
     if (st->suspended) {
         st->suspended = 0;
-        MHD_resume_connection(st->conn);
+        resume(st);
     }
 out:
     pthread_mutex_unlock(&st->mu);
@@ -331,7 +344,7 @@ int sx_http_stream_finish(sx_http_stream *st)
     st->finished = 1;
     if (st->suspended && !st->gone) {
         st->suspended = 0;
-        MHD_resume_connection(st->conn);
+        resume(st);
     }
     pthread_mutex_unlock(&st->mu);
     stream_unref(st);
@@ -401,7 +414,7 @@ void sx_http_streams_cancel_all(sx_http_server *s)
         if ((st->suspended || st->parked) && st->conn) {
             st->suspended = 0;
             st->parked = 0;
-            MHD_resume_connection(st->conn);
+            resume(st);
         }
         pthread_mutex_unlock(&st->mu);
         stream_unref(st);
