@@ -5,14 +5,21 @@
  * stream_options.include_usage (the upstream's own token counts, text that
  * reaches the client as it arrives); a whole response is asked for whole,
  * one body to parse. Either answer is understood either way. Connect
- * failures become 502 and silence past the timeout 504. */
+ * failures become 502 and silence past the timeout 504.
+ *
+ * A relay started on an event loop of the HTTP server (base/loop.h) runs
+ * on that loop, in a curl multi of the loop's own driven by its epoll:
+ * the request is read, relayed and answered on one thread, without a
+ * hand-off. Relays started elsewhere go to the upstream's I/O thread. */
 #include "backend/internal.h"
 
 #include "base/err.h"
 #include "base/log.h"
+#include "base/loop.h"
 #include "base/time.h"
 
 #include <curl/curl.h>
+#include <sys/epoll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -29,12 +36,19 @@
 
 enum job_type { JOB_GEN, JOB_EMBED };
 
+/* Job ids: the loop a relay runs on (its number + 1, 0 for the I/O
+ * thread) in the top byte, a counter below. */
+#define ID_LOOP_SHIFT 56
+
+struct up_loop;
+
 struct up_job {
     struct sx_gen_job base;
     struct up_job *next, *prev;
     enum job_type type;
     enum sx_gen_kind kind;
     uint64_t id;
+    struct up_loop *ul;   /* the loop it runs on; NULL: the I/O thread */
     char *body;
     CURL *easy;
     struct curl_slist *headers;
@@ -76,6 +90,25 @@ struct upstream {
     _Atomic uint64_t next_id;
 
     struct up_job *active;    /* I/O thread only */
+    _Atomic int loops;        /* loops with a multi for this upstream */
+};
+
+/* One upstream's relays on one event loop: a curl multi whose sockets the
+ * loop watches and whose timer is a loop timer; the loop thread only. */
+struct up_loop {
+    struct upstream *u;
+    sx_loop *loop;
+    CURLM *multi;
+    struct sx_loop_timer timer; /* curl's */
+    struct sx_loop_timer sweep; /* idle timeouts, while relays run */
+    struct up_job *active;
+    struct up_sock *socks;      /* watched sockets */
+};
+
+struct up_sock {
+    struct sx_loop_watch watch;
+    struct up_loop *ul;
+    struct up_sock *next, *prev;
 };
 
 static void job_free(struct up_job *j)
@@ -428,10 +461,12 @@ static void finish(struct upstream *u, struct up_job *j, CURLcode cc, bool cance
 
 static void unlink_active(struct upstream *u, struct up_job *j)
 {
+    struct up_job **head = j->ul ? &j->ul->active : &u->active;
+
     if (j->prev)
         j->prev->next = j->next;
     else
-        u->active = j->next;
+        *head = j->next;
     if (j->next)
         j->next->prev = j->prev;
     j->next = j->prev = NULL;
@@ -474,19 +509,39 @@ static void apply_cancels(struct upstream *u, uint64_t *ids, size_t n)
 /* Silence past the timeout ends a transfer with 504: a long generation
  * that keeps streaming is never cut, a stalled one is. (curl's connect
  * timeout covers the connection itself.) */
-static void expire_idle(struct upstream *u)
+static void expire_idle(struct upstream *u, CURLM *multi, struct up_job *j)
 {
     int64_t now = sx_time_mono_ns(), limit = (int64_t)u->timeout_ms * 1000000;
-    struct up_job *j = u->active, *next;
+    struct up_job *next;
 
     for (; j; j = next) {
         next = j->next;
         if (now - j->last_ns < limit)
             continue;
-        curl_multi_remove_handle(u->multi, j->easy);
+        curl_multi_remove_handle(multi, j->easy);
         unlink_active(u, j);
         j->idle = true;
         finish(u, j, CURLE_OPERATION_TIMEDOUT, false);
+    }
+}
+
+/* Ends the transfers of multi that curl reports done. */
+static void reap(struct upstream *u, CURLM *multi)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(multi, &left))) {
+        struct up_job *j = NULL;
+
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+        if (!j->status)
+            curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
+        curl_multi_remove_handle(multi, j->easy);
+        unlink_active(u, j);
+        finish(u, j, msg->data.result, false);
     }
 }
 
@@ -500,8 +555,7 @@ static void *io_main(void *arg)
         struct up_job *in;
         size_t n = 0;
         bool stop;
-        int running, left;
-        CURLMsg *msg;
+        int running;
 
         /* 1. Take new jobs and cancellations. */
         pthread_mutex_lock(&u->mu);
@@ -529,19 +583,8 @@ static void *io_main(void *arg)
 
         /* 2. Move bytes, then reap finished transfers. */
         curl_multi_perform(u->multi, &running);
-        while ((msg = curl_multi_info_read(u->multi, &left))) {
-            struct up_job *j = NULL;
-
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
-            if (!j->status)
-                curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
-            curl_multi_remove_handle(u->multi, j->easy);
-            unlink_active(u, j);
-            finish(u, j, msg->data.result, false);
-        }
-        expire_idle(u);
+        reap(u, u->multi);
+        expire_idle(u, u->multi, u->active);
         curl_multi_poll(u->multi, NULL, 0, u->active ? 100 : 1000, NULL);
     }
 
@@ -555,6 +598,198 @@ static void *io_main(void *arg)
     }
     free(ids);
     return NULL;
+}
+
+/* ---- relays on an event loop ----------------------------------------------- */
+
+static void loop_io(void *ctx, uint32_t events)
+{
+    struct up_sock *k = ctx;
+    struct up_loop *ul = k->ul;
+    int flags = (events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                (events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                (events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+    int running;
+
+    /* k may be gone after this (curl let go of the socket). */
+    curl_multi_socket_action(ul->multi, k->watch.fd, flags, &running);
+    reap(ul->u, ul->multi);
+}
+
+/* curl: watch s for what (CURL_POLL_*), or stop watching it. */
+static int loop_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct up_loop *ul = userp;
+    struct up_sock *k = socketp;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (k) {
+            sx_loop_unwatch(ul->loop, &k->watch);
+            if (k->prev)
+                k->prev->next = k->next;
+            else
+                ul->socks = k->next;
+            if (k->next)
+                k->next->prev = k->prev;
+            free(k);
+            curl_multi_assign(ul->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!k) {
+        if (!(k = calloc(1, sizeof(*k))))
+            return -1;
+        k->watch = (struct sx_loop_watch){s, loop_io, k, false};
+        k->ul = ul;
+        k->next = ul->socks;
+        if (ul->socks)
+            ul->socks->prev = k;
+        ul->socks = k;
+        curl_multi_assign(ul->multi, s, k);
+    }
+    return sx_loop_watch(ul->loop, &k->watch,
+                         (what & CURL_POLL_IN ? EPOLLIN : 0) |
+                             (what & CURL_POLL_OUT ? EPOLLOUT : 0)) == 0
+               ? 0
+               : -1;
+}
+
+static void loop_timeout(void *ctx)
+{
+    struct up_loop *ul = ctx;
+    int running;
+
+    curl_multi_socket_action(ul->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    reap(ul->u, ul->multi);
+}
+
+/* curl: call back in timeout_ms (-1: no timer). */
+static int loop_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct up_loop *ul = userp;
+
+    (void)multi;
+    sx_loop_timer_set(ul->loop, &ul->timer,
+                      timeout_ms < 0 ? -1 : sx_time_mono_ns() + (int64_t)timeout_ms * 1000000);
+    return 0;
+}
+
+static void loop_sweep(void *ctx)
+{
+    struct up_loop *ul = ctx;
+
+    expire_idle(ul->u, ul->multi, ul->active);
+    if (ul->active)
+        sx_loop_timer_set(ul->loop, &ul->sweep, sx_time_mono_ns() + 100000000);
+}
+
+/* The loop is stopping: its relays end cancelled, its multi goes. */
+static void loop_free(void *ctx)
+{
+    struct up_loop *ul = ctx;
+
+    sx_loop_timer_set(ul->loop, &ul->timer, -1);
+    sx_loop_timer_set(ul->loop, &ul->sweep, -1);
+    while (ul->active) {
+        struct up_job *j = ul->active;
+
+        curl_multi_remove_handle(ul->multi, j->easy);
+        unlink_active(ul->u, j);
+        finish(ul->u, j, CURLE_OK, true);
+    }
+    curl_multi_cleanup(ul->multi);
+    while (ul->socks) { /* sockets curl did not say it let go of */
+        struct up_sock *k = ul->socks;
+
+        ul->socks = k->next;
+        sx_loop_unwatch(ul->loop, &k->watch);
+        free(k);
+    }
+    atomic_fetch_sub(&ul->u->loops, 1);
+    free(ul);
+}
+
+/* This upstream's state on loop l, made on first use; NULL when out of
+ * memory (the relay then goes to the I/O thread). */
+static struct up_loop *loop_state(struct upstream *u, sx_loop *l)
+{
+    void **slot = sx_loop_slot(l, u, loop_free);
+    struct up_loop *ul;
+
+    if (!slot)
+        return NULL;
+    if (*slot)
+        return *slot;
+    if (!(ul = calloc(1, sizeof(*ul))) || !(ul->multi = curl_multi_init())) {
+        free(ul);
+        return NULL;
+    }
+    ul->u = u;
+    ul->loop = l;
+    ul->timer = (struct sx_loop_timer){.fn = loop_timeout, .ctx = ul};
+    ul->sweep = (struct sx_loop_timer){.fn = loop_sweep, .ctx = ul};
+    curl_multi_setopt(ul->multi, CURLMOPT_SOCKETFUNCTION, loop_socket);
+    curl_multi_setopt(ul->multi, CURLMOPT_SOCKETDATA, ul);
+    curl_multi_setopt(ul->multi, CURLMOPT_TIMERFUNCTION, loop_timer);
+    curl_multi_setopt(ul->multi, CURLMOPT_TIMERDATA, ul);
+    atomic_fetch_add(&u->loops, 1);
+    *slot = ul;
+    return ul;
+}
+
+/* Starts j on the calling thread's loop; 1 when there is none (or no
+ * state for it), so the I/O thread takes it. */
+static int start_on_loop(struct upstream *u, struct up_job *j, uint64_t *id,
+                         struct sx_gen_error *e)
+{
+    sx_loop *l = sx_loop_current();
+    struct up_loop *ul = l ? loop_state(u, l) : NULL;
+
+    if (!ul)
+        return 1;
+    j->ul = ul;
+    j->id = (atomic_fetch_add(&u->next_id, 1) + 1) |
+            (uint64_t)(sx_loop_index(l) + 1) << ID_LOOP_SHIFT;
+    if (id)
+        *id = j->id;
+    j->last_ns = sx_time_mono_ns();
+    j->prev = NULL;
+    j->next = ul->active;
+    if (ul->active)
+        ul->active->prev = j;
+    ul->active = j;
+    if (curl_multi_add_handle(ul->multi, j->easy) != CURLM_OK) {
+        unlink_active(u, j);
+        job_free(j);
+        return sx_gen_fail(e, SX_EUPSTREAM, 500, NULL, NULL,
+                           "could not start the upstream request");
+    }
+    if (!ul->sweep.armed)
+        sx_loop_timer_set(l, &ul->sweep, j->last_ns + 100000000);
+    return 0;
+}
+
+struct loop_cancel {
+    struct upstream *u;
+    uint64_t id;
+};
+
+/* On the relay's loop, outside any callback of the connection. */
+static void cancel_on_loop(void *ctx)
+{
+    struct loop_cancel *c = ctx;
+    void **slot = sx_loop_slot(sx_loop_current(), c->u, loop_free);
+    struct up_loop *ul = slot ? *slot : NULL;
+
+    for (struct up_job *j = ul ? ul->active : NULL; j; j = j->next)
+        if (j->id == c->id) {
+            curl_multi_remove_handle(ul->multi, j->easy);
+            unlink_active(c->u, j);
+            finish(c->u, j, CURLE_OK, true);
+            break;
+        }
+    free(c);
 }
 
 /* ---- the backend operations --------------------------------------------- */
@@ -740,9 +975,11 @@ static int up_start(sx_backend *b, sx_gen_job *job, const struct sx_gen_sink *si
                     uint64_t *id, struct sx_gen_error *e)
 {
     struct up_job *j = (struct up_job *)job;
+    int rc;
 
     j->sink = *sink;
-    return enqueue((struct upstream *)b, j, id, e);
+    rc = start_on_loop((struct upstream *)b, j, id, e);
+    return rc == 1 ? enqueue((struct upstream *)b, j, id, e) : rc;
 }
 
 static void up_job_free(sx_gen_job *job)
@@ -753,7 +990,21 @@ static void up_job_free(sx_gen_job *job)
 static void up_cancel(sx_backend *b, uint64_t id)
 {
     struct upstream *u = (struct upstream *)b;
+    int loop = (int)(id >> ID_LOOP_SHIFT) - 1;
 
+    /* A relay on a loop is cancelled there, as a posted task even from
+     * that loop: the caller may be inside a callback of the connection. */
+    if (loop >= 0) {
+        sx_loop *l = sx_loop_at(loop);
+        struct loop_cancel *c = l ? malloc(sizeof(*c)) : NULL;
+
+        if (c) {
+            *c = (struct loop_cancel){u, id};
+            if (sx_loop_post(l, cancel_on_loop, c) != 0)
+                free(c);
+        }
+        return;
+    }
     pthread_mutex_lock(&u->mu);
     if (u->n_cancels == u->cap_cancels) {
         size_t cap = u->cap_cancels ? u->cap_cancels * 2 : 16;
@@ -800,6 +1051,13 @@ static int64_t up_count_tokens(sx_backend *b, const char *text, size_t len)
 static void up_free(sx_backend *b)
 {
     struct upstream *u = (struct upstream *)b;
+
+    /* Limitation: the loops that relayed for it must have stopped first
+     * (the server's do, before the backends close); a loop still holding
+     * its state would later free it through this upstream. */
+    if (atomic_load(&u->loops) > 0)
+        SX_ERROR("backend", "upstream '%s' closed while %d event loop(s) still relay for it",
+                 b->name, atomic_load(&u->loops));
 
     if (u->thread_started) {
         pthread_mutex_lock(&u->mu);

@@ -1,16 +1,17 @@
-/* Implementation of crypto.h on top of getrandom(2) and OpenSSL 3. Nothing
- * here keeps state, so every function is safe from any thread. */
+/* Implementation of crypto.h on top of getrandom(2) and OpenSSL 3. The
+ * only state is SHA-256 fetched once and a digest context per thread, so
+ * every function is safe from any thread. */
 #include "base/crypto.h"
 #include "base/err.h"
 #include "base/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 static const char base62_alphabet[] =
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -111,35 +112,77 @@ void sx_crypto_hex(const void *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-int sx_crypto_sha256(const void *msg, size_t len, uint8_t out[SX_SHA256_LEN])
+/* SHA-256, fetched once: OpenSSL 3 looks an algorithm up on every
+ * implicit use (EVP_sha256() in an init, HMAC()), which costs more than
+ * hashing an API key. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static pthread_key_t sha256_key; /* the thread's EVP_MD_CTX, freed at its exit */
+
+static void ctx_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (pthread_key_create(&sha256_key, ctx_free) != 0) {
+        EVP_MD_free(sha256_md);
+        sha256_md = NULL;
+    }
+}
+
+/* out = SHA-256(a || b); b may be NULL. */
+static int sha256_2(const void *a, size_t alen, const void *b, size_t blen,
+                    uint8_t out[SX_SHA256_LEN])
 {
     unsigned int outlen = 0;
+    EVP_MD_CTX *ctx = NULL;
 
-    if (!EVP_Digest(msg, len, out, &outlen, EVP_sha256(), NULL) || outlen != SX_SHA256_LEN) {
-        SX_ERROR("crypto", "EVP_Digest(sha256) failed");
+    pthread_once(&sha256_once, sha256_fetch);
+    if (sha256_md && !(ctx = pthread_getspecific(sha256_key)) &&
+        (ctx = EVP_MD_CTX_new()) && pthread_setspecific(sha256_key, ctx) != 0) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    if (!ctx || !EVP_DigestInit_ex2(ctx, sha256_md, NULL) || !EVP_DigestUpdate(ctx, a, alen) ||
+        (blen && !EVP_DigestUpdate(ctx, b, blen)) ||
+        !EVP_DigestFinal_ex(ctx, out, &outlen) || outlen != SX_SHA256_LEN) {
+        SX_ERROR("crypto", "SHA-256 failed");
         return SX_EIO;
     }
     return SX_OK;
 }
 
+int sx_crypto_sha256(const void *msg, size_t len, uint8_t out[SX_SHA256_LEN])
+{
+    return sha256_2(msg, len, NULL, 0, out);
+}
+
+/* HMAC as RFC 2104 defines it, over the one-shot SHA-256 above. */
 int sx_crypto_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
                           uint8_t out[SX_SHA256_LEN])
 {
-    unsigned int outlen = 0;
-    static const uint8_t empty[1];
+    uint8_t k[64] = {0}, pad[64], inner[SX_SHA256_LEN];
+    int rc;
 
-    /* HMAC() treats a NULL key as "reuse the previous one"; pass a real
-     * pointer for an empty key. */
-    if (keylen == 0)
-        key = empty;
-    if (keylen > (size_t)INT32_MAX ||
-        !HMAC(EVP_sha256(), key, (int)keylen, msg ? msg : (const void *)empty, len, out,
-              &outlen) ||
-        outlen != SX_SHA256_LEN) {
-        SX_ERROR("crypto", "HMAC(sha256) failed");
-        return SX_EIO;
+    if (keylen > sizeof(k)) {
+        if ((rc = sx_crypto_sha256(key, keylen, k)) != SX_OK)
+            return rc;
+    } else if (keylen) {
+        memcpy(k, key, keylen);
     }
-    return SX_OK;
+    for (size_t i = 0; i < sizeof(k); i++)
+        pad[i] = k[i] ^ 0x36;
+    rc = sha256_2(pad, sizeof(pad), msg, msg ? len : 0, inner);
+    for (size_t i = 0; rc == SX_OK && i < sizeof(k); i++)
+        pad[i] = k[i] ^ 0x5c;
+    if (rc == SX_OK)
+        rc = sha256_2(pad, sizeof(pad), inner, sizeof(inner), out);
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    return rc;
 }
 
 int sx_crypto_hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t len,
