@@ -33,6 +33,9 @@
  * markers) and once (generation prompt, a template's default system turn). */
 #define UP_TEMPLATE_TOKENS_PER_MSG 8
 #define UP_TEMPLATE_TOKENS 64
+/* Idle connections to the upstream kept open, per curl multi (the I/O
+ * thread's, each event loop's). */
+#define UP_IDLE_CONNECTIONS 64
 
 enum job_type { JOB_GEN, JOB_EMBED };
 
@@ -733,6 +736,10 @@ static struct up_loop *loop_state(struct upstream *u, sx_loop *l)
     curl_multi_setopt(ul->multi, CURLMOPT_SOCKETDATA, ul);
     curl_multi_setopt(ul->multi, CURLMOPT_TIMERFUNCTION, loop_timer);
     curl_multi_setopt(ul->multi, CURLMOPT_TIMERDATA, ul);
+    /* Keep idle connections: by default the cache holds 4 per transfer
+     * still added, and every relay's handle goes when it ends, so finished
+     * relays would close the connections the next ones need. */
+    curl_multi_setopt(ul->multi, CURLMOPT_MAXCONNECTS, (long)UP_IDLE_CONNECTIONS);
     atomic_fetch_add(&u->loops, 1);
     *slot = ul;
     return ul;
@@ -894,7 +901,8 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
         size_t i;
         json_t *m;
 
-        json_object_set_new(body, "messages", json_deep_copy(req->messages));
+        /* Shared, not copied: the body is serialised before this returns. */
+        json_object_set(body, "messages", (json_t *)req->messages);
         json_array_foreach(req->messages, i, m)
             bytes += (int64_t)json_string_length(json_object_get(m, "content")) + 4;
         n_msgs = (int64_t)json_array_size(req->messages);
@@ -1137,6 +1145,7 @@ sx_backend *sx_backend_upstream_new(const char *name, const struct sx_upstream_o
     u->multi = curl_multi_init();
     if (!u->multi)
         goto nomem;
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)UP_IDLE_CONNECTIONS);
     if (pthread_create(&u->thread, NULL, io_main, u) != 0) {
         snprintf(err, errlen, "upstream '%s': cannot start its I/O thread", name);
         up_free(&u->base);
