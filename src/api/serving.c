@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/loop.h"
 #include "base/time.h"
 #include "tuning/registry.h"
 
@@ -67,6 +68,9 @@ struct gen {
     char adapter_id[192];    /* "<base>:<slug>-v<N>" */
     char upstream_model[256]; /* upstream: the name the adapter went as */
     bool meta_sent;          /* stream: meta rode on a chunk already */
+    sx_loop *loop;           /* the HTTP event loop of the request */
+    int loop_index;          /* its number then (it may stop first) */
+    int settle_rc;           /* the ledger's verdict, for reply_on_loop */
     json_t *rag;             /* meta.rag, or NULL (RAG off) */
 };
 
@@ -362,6 +366,28 @@ out:
 
 /* Settles the grant to what was generated (a failed or cancelled job is
  * billed what it generated), then replies from reply_settled. */
+static void reply_on_loop(void *ctx)
+{
+    struct gen *g = ctx;
+
+    reply_settled(g, g->settle_rc);
+}
+
+/* The settlement is durable: reply on the request's own event loop when
+ * the ledger called back from elsewhere (its journal thread, for a whole
+ * group of requests at once: each loop then builds its own replies, and is
+ * woken once for all of them). */
+static void settled(void *ctx, int rc)
+{
+    struct gen *g = ctx;
+
+    g->settle_rc = rc;
+    if (g->loop && g->loop != sx_loop_current() &&
+        sx_loop_post_at(g->loop_index, g->loop, reply_on_loop, g) == 0)
+        return;
+    reply_settled(g, rc);
+}
+
 static void finish_gen(struct gen *g)
 {
     struct sx_usage_event ev = {
@@ -379,7 +405,7 @@ static void finish_gen(struct gen *g)
         reply_settled(g, 0);
         return;
     }
-    rc = sx_meter_settle_then(g->app->meter, grant, &ev, reply_settled, g);
+    rc = sx_meter_settle_then(g->app->meter, grant, &ev, settled, g);
     if (rc)
         reply_settled(g, rc);
 }
@@ -714,6 +740,8 @@ void sx_api_gen_run(struct sx_app *app, sx_http_req *r, struct sx_tenant *t,
     g->app = app;
     g->backend = b;
     g->backend_kind = sx_backend_kind(b);
+    g->loop = sx_loop_current();
+    g->loop_index = g->loop ? sx_loop_index(g->loop) : -1;
     g->kind = ag->kind;
     g->endpoint = ag->endpoint;
     g->stream = ag->stream;

@@ -1003,13 +1003,12 @@ static void up_cancel(sx_backend *b, uint64_t id)
     /* A relay on a loop is cancelled there, as a posted task even from
      * that loop: the caller may be inside a callback of the connection. */
     if (loop >= 0) {
-        sx_loop *l = sx_loop_at(loop);
-        struct loop_cancel *c = l ? malloc(sizeof(*c)) : NULL;
+        struct loop_cancel *c = malloc(sizeof(*c));
 
         if (c) {
             *c = (struct loop_cancel){u, id};
-            if (sx_loop_post(l, cancel_on_loop, c) != 0)
-                free(c);
+            if (sx_loop_post_at(loop, NULL, cancel_on_loop, c) != 0)
+                free(c); /* the loop is gone, and its relays with it */
         }
         return;
     }

@@ -56,6 +56,9 @@ struct sx_loop {
 
 static _Thread_local sx_loop *current;
 static _Atomic(sx_loop *) registry[SX_LOOP_MAX];
+/* Held by sx_loop_post_at() while it posts and by a stop while it takes
+ * its loop out of the registry: a loop found there is not freed yet. */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 
 sx_loop *sx_loop_current(void)
 {
@@ -65,11 +68,6 @@ sx_loop *sx_loop_current(void)
 int sx_loop_index(const sx_loop *l)
 {
     return l->index;
-}
-
-sx_loop *sx_loop_at(int index)
-{
-    return index >= 0 && index < SX_LOOP_MAX ? atomic_load(&registry[index]) : NULL;
 }
 
 int sx_loop_watch(sx_loop *l, struct sx_loop_watch *w, uint32_t events)
@@ -135,6 +133,21 @@ int sx_loop_post(sx_loop *l, sx_loop_fn fn, void *ctx)
     if (first && write(l->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         SX_ERROR("loop", "waking loop %d failed: %s", l->index, strerror(errno));
     return 0;
+}
+
+int sx_loop_post_at(int index, const sx_loop *l, sx_loop_fn fn, void *ctx)
+{
+    int rc = SX_EBUSY;
+
+    pthread_mutex_lock(&registry_mu);
+    if (index >= 0 && index < SX_LOOP_MAX) {
+        sx_loop *at = atomic_load(&registry[index]);
+
+        if (at && (!l || at == l))
+            rc = sx_loop_post(at, fn, ctx);
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return rc;
 }
 
 void sx_loop_wake(sx_loop *l)
@@ -315,7 +328,9 @@ void sx_loop_stop(sx_loop *l)
         SX_ERROR("loop", "waking loop %d failed: %s", l->index, strerror(errno));
     pthread_join(l->thread, NULL);
     l->started = false;
+    pthread_mutex_lock(&registry_mu);
     atomic_store(&registry[l->index], NULL);
+    pthread_mutex_unlock(&registry_mu);
     l->index = -1;
 }
 

@@ -4,7 +4,7 @@
  * module that does I/O for a request (the upstream relay) can do it on the
  * loop that serves the request, so that the request never changes thread.
  *
- * Everything but sx_loop_post(), sx_loop_at() and sx_loop_current() is
+ * Everything but sx_loop_post*(), sx_loop_wake() and sx_loop_current() is
  * called on the loop's own thread (or before it starts / after it ends). */
 #ifndef SX_BASE_LOOP_H
 #define SX_BASE_LOOP_H
@@ -52,8 +52,6 @@ void sx_loop_free(sx_loop *l); /* accepts NULL; stops first */
 /* The loop whose thread calls, or NULL. */
 sx_loop *sx_loop_current(void);
 int sx_loop_index(const sx_loop *l); /* 0..SX_LOOP_MAX-1, once started */
-/* The running loop numbered index, or NULL. */
-sx_loop *sx_loop_at(int index);
 
 /* Watches w->fd for events (EPOLLIN and/or EPOLLOUT), or changes what it
  * watches for. 0 or SX_EIO (logged). */
@@ -66,6 +64,11 @@ void sx_loop_timer_set(sx_loop *l, struct sx_loop_timer *t, int64_t due_ns);
 /* From any thread: runs fn(ctx) on the loop's thread soon. 0, or
  * SX_ENOMEM / SX_EBUSY (the loop is stopping: fn never runs). */
 int sx_loop_post(sx_loop *l, sx_loop_fn fn, void *ctx);
+
+/* The same for a loop that may have stopped and gone meanwhile: posts
+ * only if l is still the running loop numbered index (its number when the
+ * caller met it; l NULL: whichever loop runs as index), else SX_EBUSY. */
+int sx_loop_post_at(int index, const sx_loop *l, sx_loop_fn fn, void *ctx);
 
 /* From any thread: makes the loop go round once more (before_wait runs
  * again) even if nothing it watches is ready. */
