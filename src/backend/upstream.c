@@ -36,6 +36,8 @@
 /* Idle connections to the upstream kept open, per curl multi (the I/O
  * thread's, each event loop's). */
 #define UP_IDLE_CONNECTIONS 64
+/* Easy handles of finished relays kept per loop for the next ones. */
+#define UP_SPARE_HANDLES 16
 
 enum job_type { JOB_GEN, JOB_EMBED };
 
@@ -54,7 +56,6 @@ struct up_job {
     struct up_loop *ul;   /* the loop it runs on; NULL: the I/O thread */
     char *body;
     CURL *easy;
-    struct curl_slist *headers;
     char errbuf[CURL_ERROR_SIZE];
 
     /* Response state. */
@@ -80,6 +81,7 @@ struct upstream {
     struct sx_backend base;
     char *url, *model, *auth;
     char *lora;               /* adapter naming template; NULL: none */
+    struct curl_slist *headers; /* every request's, shared by the handles */
     int connect_ms, timeout_ms;
 
     pthread_t thread;
@@ -106,6 +108,8 @@ struct up_loop {
     struct sx_loop_timer sweep; /* idle timeouts, while relays run */
     struct up_job *active;
     struct up_sock *socks;      /* watched sockets */
+    CURL *spare[UP_SPARE_HANDLES]; /* handles of finished relays */
+    int n_spare;
 };
 
 struct up_sock {
@@ -114,13 +118,19 @@ struct up_sock {
     struct up_sock *next, *prev;
 };
 
+static struct up_loop *loop_state(struct upstream *u, sx_loop *l);
+
 static void job_free(struct up_job *j)
 {
     if (!j)
         return;
-    if (j->easy)
+    /* A relay's handle stays with its loop for the next one (curl keeps
+     * its buffers in it). */
+    if (j->easy && j->ul && j->ul->loop == sx_loop_current() &&
+        j->ul->n_spare < UP_SPARE_HANDLES)
+        j->ul->spare[j->ul->n_spare++] = j->easy;
+    else if (j->easy)
         curl_easy_cleanup(j->easy);
-    curl_slist_free_all(j->headers);
     free(j->body);
     free(j->buf);
     free(j);
@@ -701,6 +711,8 @@ static void loop_free(void *ctx)
         unlink_active(ul->u, j);
         finish(ul->u, j, CURLE_OK, true);
     }
+    while (ul->n_spare)
+        curl_easy_cleanup(ul->spare[--ul->n_spare]);
     curl_multi_cleanup(ul->multi);
     while (ul->socks) { /* sockets curl did not say it let go of */
         struct up_sock *k = ul->socks;
@@ -805,6 +817,8 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
                               json_t *body, struct sx_gen_error *e)
 {
     struct up_job *j = calloc(1, sizeof(*j));
+    sx_loop *l = sx_loop_current();
+    struct up_loop *ul = l ? loop_state(u, l) : NULL;
     char url[2048];
 
     if (!j) {
@@ -816,19 +830,21 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     j->type = type;
     j->body = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    j->easy = curl_easy_init();
+    if (ul && ul->n_spare) {
+        j->easy = ul->spare[--ul->n_spare];
+        curl_easy_reset(j->easy);
+    } else {
+        j->easy = curl_easy_init();
+    }
     snprintf(url, sizeof(url), "%s%s", u->url, path);
-    j->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    if (j->headers && u->auth)
-        j->headers = curl_slist_append(j->headers, u->auth);
-    if (!j->body || !j->easy || !j->headers) {
+    if (!j->body || !j->easy) {
         job_free(j);
         sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
         return NULL;
     }
     curl_easy_setopt(j->easy, CURLOPT_URL, url);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
-    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->headers);
+    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, u->headers);
     curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (char *)j);
@@ -1083,6 +1099,7 @@ static void up_free(sx_backend *b)
     if (u->multi)
         curl_multi_cleanup(u->multi);
     pthread_mutex_destroy(&u->mu);
+    curl_slist_free_all(u->headers);
     free(u->cancels);
     free(u->url);
     free(u->model);
@@ -1141,8 +1158,11 @@ sx_backend *sx_backend_upstream_new(const char *name, const struct sx_upstream_o
     n = strlen(u->url);
     while (n && u->url[n - 1] == '/')
         u->url[--n] = '\0';
+    u->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (u->headers && u->auth)
+        u->headers = curl_slist_append(u->headers, u->auth);
     u->multi = curl_multi_init();
-    if (!u->multi)
+    if (!u->multi || !u->headers)
         goto nomem;
     curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)UP_IDLE_CONNECTIONS);
     if (pthread_create(&u->thread, NULL, io_main, u) != 0) {
