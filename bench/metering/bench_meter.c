@@ -182,7 +182,8 @@ int main(int argc, char **argv)
     double seconds = 2, off[64], on[64], lim[64];
     int rounds = 5, clients = 16, threads = 8;
     int64_t batches, rows;
-    struct sx_meter_options mo = {SX_LEDGER_SYNC_FULL};
+    struct sx_meter_options mo = {SX_LEDGER_SYNC_FULL, NULL};
+    char journal[256];
     sx_store *store;
     sx_tenancy *tn;
     sx_http_server *srv;
@@ -215,6 +216,8 @@ int main(int argc, char **argv)
     if (!mkdtemp(dir) || !cfg)
         return 1;
     store = sx_store_open(NULL, dir, threads + 4, err, sizeof(err));
+    snprintf(journal, sizeof(journal), "%s/synapsex.db.ledger", dir); /* as the server */
+    mo.journal_dir = journal;
     to.data_dir = dir;
     to.admin_key = "sk-admin-bench-0123456789abcdefghijklmnop";
     tn = store ? sx_tenancy_open(store, &to, admin, err, sizeof(err)) : NULL;

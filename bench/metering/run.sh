@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Metering benchmark: requests/s of a cheap request through synapsex's HTTP
-# server with metering off and on (GCRA, token quota, durable usage ledger
-# with group commit), in one process and one run; prints both medians and
+# server with metering off and on (GCRA, token quota, durable usage ledger:
+# its journal, committed to the store behind), in one process and one run; prints both medians and
 # the ratio. Run from anywhere: bench/metering/run.sh [options]
 #
 #   --seconds S   length of each measured round (2)
