@@ -15,10 +15,6 @@ SAN      ?=
 CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -Isrc -pthread \
             -fno-strict-aliasing $(SAN) $(shell pkg-config --cflags $(PKGS))
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
-# The server allocates with jemalloc (about a tenth less CPU per relayed
-# request than glibc's malloc in bench/gateway, medians of three runs
-# each); sanitizer builds keep their own allocator.
-MALLOC   := $(if $(SAN),,$(shell pkg-config --libs jemalloc))
 AVX2     := -mavx2 -mfma -mf16c
 AVX512   := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
 AMX      := -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl -mavx512dq \
@@ -59,7 +55,7 @@ $(BUILD)/libsxgateway.a: $(GATEWAY_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/synapsex: $(BUILD)/obj/src/main.o $(BUILD)/libsxgateway.a $(BUILD)/libsxengine.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MALLOC)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # Engine tests (test_engine_*.c) link the engine alone; the rest link everything.
 $(BUILD)/tests/test_engine_%: tests/unit/test_engine_%.c $(BUILD)/libsxengine.a
