@@ -574,18 +574,13 @@ static void *settler_main(void *arg)
     return NULL;
 }
 
-/* 16 threads settling at once share commits, and every row lands. */
-static void test_group_commit(void **state)
+/* 16 threads settle 25 requests each (tenant_gc, 3 tokens each). */
+static void run_settlers(struct fx *f)
 {
-    struct fx *f = *state;
-    pthread_t th[16];
     struct settler s[16];
-    struct sx_usage_totals u;
-    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
-    int64_t b0, r0, b1, r1;
+    pthread_t th[16];
     void *ret;
 
-    sx_ledger_stats(f->m->ledger, &b0, &r0);
     for (int i = 0; i < 16; i++) {
         s[i] = (struct settler){f, i};
         assert_int_equal(pthread_create(&th[i], NULL, settler_main, &s[i]), 0);
@@ -594,6 +589,18 @@ static void test_group_commit(void **state)
         pthread_join(th[i], &ret);
         assert_null(ret);
     }
+}
+
+/* 16 threads settling at once share commits, and every row lands. */
+static void test_group_commit(void **state)
+{
+    struct fx *f = *state;
+    struct sx_usage_totals u;
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
+    int64_t b0, r0, b1, r1;
+
+    sx_ledger_stats(f->m->ledger, &b0, &r0);
+    run_settlers(f);
     sx_ledger_stats(f->m->ledger, &b1, &r1);
     assert_int_equal(r1 - r0, 400);
     assert_true(b1 - b0 < 400); /* some commits carried several rows */
@@ -629,10 +636,8 @@ static void test_ledger_sync_normal(void **state)
     struct sx_meter_options o = {SX_LEDGER_SYNC_NORMAL, NULL};
     struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
     struct sx_usage_totals u;
-    struct settler s[16];
-    pthread_t th[16];
+    struct settler s[1];
     char err[256];
-    void *ret;
 
     sx_meter_close(f->m);
     o.ledger_sync = 7;
@@ -641,14 +646,7 @@ static void test_ledger_sync_normal(void **state)
     o.ledger_sync = SX_LEDGER_SYNC_NORMAL;
     f->m = sx_meter_open(f->s, NULL, &o, err, sizeof(err));
     assert_non_null(f->m);
-    for (int i = 0; i < 16; i++) {
-        s[i] = (struct settler){f, i};
-        assert_int_equal(pthread_create(&th[i], NULL, settler_main, &s[i]), 0);
-    }
-    for (int i = 0; i < 16; i++) {
-        pthread_join(th[i], &ret);
-        assert_null(ret);
-    }
+    run_settlers(f);
     /* Settling the same request ids again bills nothing. */
     s[0] = (struct settler){f, 3};
     assert_null(settler_main(&s[0]));
@@ -785,21 +783,12 @@ static void test_journal_write_behind(void **state)
     const int modes[2] = {SX_LEDGER_SYNC_FULL, SX_LEDGER_SYNC_NORMAL};
     struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
     struct sx_usage_totals u;
-    struct settler s[16];
-    pthread_t th[16];
+    struct settler s[1];
     char jdir[128];
-    void *ret;
 
     for (int m = 0; m < 2; m++) {
         reopen_journaled(f, modes[m], jdir, sizeof(jdir));
-        for (int i = 0; i < 16; i++) {
-            s[i] = (struct settler){f, i};
-            assert_int_equal(pthread_create(&th[i], NULL, settler_main, &s[i]), 0);
-        }
-        for (int i = 0; i < 16; i++) {
-            pthread_join(th[i], &ret);
-            assert_null(ret);
-        }
+        run_settlers(f);
         s[0] = (struct settler){f, 3};
         assert_null(settler_main(&s[0]));
         assert_int_equal(sx_meter_usage(f->m, "tenant_gc", &span, &u), 0);
