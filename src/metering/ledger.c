@@ -340,6 +340,26 @@ static void checkpoint(struct ledger *lg)
         SX_WARN("metering", "ledger WAL checkpoint failed");
 }
 
+/* Copies the whole WAL into the database file (TRUNCATE: waits for
+ * readers); true once it did, which leaves every commit on the disk. */
+static bool store_synced(struct ledger *lg)
+{
+    sx_stmt *st;
+    bool done = false;
+
+    if (strcmp(sx_store_backend(lg->store), "sqlite") != 0)
+        return true;
+    st = sx_db_query(lg->db, "PRAGMA wal_checkpoint(TRUNCATE)", "");
+    if (st && sx_stmt_step(st) == SX_STORE_ROW)
+        done = sx_stmt_int(st, 0) == 0 && sx_stmt_int(st, 1) == sx_stmt_int(st, 2);
+    if (st)
+        sx_stmt_done(st);
+    if (!done)
+        SX_WARN("metering", "the usage ledger's last commits could not be checkpointed; "
+                "its journal stays for the next start");
+    return done;
+}
+
 /* Wakes whoever should lead next: the owner of the first queued row, or
  * the ledger thread for a limit event (or for a close in progress). */
 static void hand_over(struct ledger *lg)
@@ -350,9 +370,10 @@ static void hand_over(struct ledger *lg)
         pthread_cond_signal(&lg->queued);
 }
 
-/* Journal mode, after a batch: the segments whose rows are all in the
- * store go (a refused row keeps its segment for the next start's replay),
- * and flushers learn how far the store has come. Lock held. */
+/* Journal mode, after a commit that reached the disk (with full; with
+ * normal a commit in the page cache is as durable as the journal): the
+ * segments whose rows are all in the store go, a refused row keeping its
+ * segment for the next start's replay. Lock held. */
 static void release_segments(struct ledger *lg)
 {
     uint32_t below = UINT32_MAX;
@@ -365,7 +386,6 @@ static void release_segments(struct ledger *lg)
     if (lg->keep && lg->keep < below)
         below = lg->keep;
     sx_journal_release(lg->journal, below);
-    pthread_cond_broadcast(&lg->applied);
 }
 
 /* One commit as the leader. Called with the lock held and no leader;
@@ -375,6 +395,10 @@ static void lead(struct ledger *lg)
 {
     struct item *batch = lg->head, *it, *limits = NULL, **lt = &limits;
     int n = 1;
+    /* Journal mode: every so many rows a commit reaches the disk (full),
+     * and the journal files before it may then go. */
+    bool sync_now = lg->journal && lg->rows_since_checkpoint >= CHECKPOINT_ROWS_JOURNALED;
+    bool batch_ok = true;
 
     lg->leading = true;
     for (it = batch; it->next && n < BATCH_MAX; it = it->next)
@@ -385,7 +409,11 @@ static void lead(struct ledger *lg)
     it->next = NULL;
     pthread_mutex_unlock(&lg->lock);
 
+    if (sync_now && lg->sync == SX_LEDGER_SYNC_FULL)
+        sx_db_exec(lg->db, "PRAGMA synchronous=FULL");
     write_batch(lg, batch);
+    if (sync_now && lg->sync == SX_LEDGER_SYNC_FULL)
+        sx_db_exec(lg->db, "PRAGMA synchronous=NORMAL");
 
     /* A waiter may free its item as soon as done is set: read next first. */
     pthread_mutex_lock(&lg->lock);
@@ -401,6 +429,7 @@ static void lead(struct ledger *lg)
             lg->rows++;
             lg->rows_since_checkpoint++;
             if (it->rc) {
+                batch_ok = false;
                 lg->failed++;
                 if (!lg->keep || it->segment < lg->keep)
                     lg->keep = it->segment;
@@ -415,13 +444,15 @@ static void lead(struct ledger *lg)
         it = next;
     }
     if (lg->journal)
+        pthread_cond_broadcast(&lg->applied);
+    if (sync_now && batch_ok)
         release_segments(lg);
     /* Every so many rows, a checkpoint, after the followers are woken:
      * the leader's own request and those arriving meanwhile wait for it. */
-    if (lg->rows_since_checkpoint >= (lg->journal ? CHECKPOINT_ROWS_JOURNALED
-                                      : lg->sync == SX_LEDGER_SYNC_FULL
-                                          ? CHECKPOINT_ROWS_FULL
-                                          : CHECKPOINT_ROWS_NORMAL)) {
+    if (lg->journal ? sync_now
+                    : lg->rows_since_checkpoint >= (lg->sync == SX_LEDGER_SYNC_FULL
+                                                        ? CHECKPOINT_ROWS_FULL
+                                                        : CHECKPOINT_ROWS_NORMAL)) {
         lg->rows_since_checkpoint = 0;
         pthread_mutex_unlock(&lg->lock);
         checkpoint(lg);
@@ -734,6 +765,14 @@ struct ledger *sx_ledger_open(sx_meter *m, sx_store *store, int sync, const char
         sx_ledger_close(lg);
         return NULL;
     }
+    /* Journaled, the store's commits need not reach the disk one by one:
+     * the journal holds the rows until a commit that does (lead()). */
+    if (lg->journal && strcmp(sx_store_backend(store), "sqlite") == 0 &&
+        sx_db_exec(lg->db, "PRAGMA synchronous=NORMAL")) {
+        snprintf(err, errlen, "cannot configure the usage ledger's database connection");
+        sx_ledger_close(lg);
+        return NULL;
+    }
     if (lg->journal && sync == SX_LEDGER_SYNC_FULL) {
         if (pthread_create(&lg->syncer, NULL, syncer_main, lg) != 0) {
             snprintf(err, errlen, "cannot start the usage ledger's journal thread");
@@ -768,8 +807,10 @@ void sx_ledger_close(struct ledger *lg)
     if (lg->started)
         pthread_join(lg->thread, NULL);
     /* Everything journaled is in the store now, unless the store refused
-     * rows: those segments stay for the next start. */
-    if (lg->journal && lg->started && !lg->keep)
+     * rows: those segments stay for the next start, as does the journal
+     * when (full) the store's last commits cannot be made durable. */
+    if (lg->journal && lg->started && !lg->keep &&
+        (lg->sync != SX_LEDGER_SYNC_FULL || store_synced(lg)))
         sx_journal_reset(lg->journal);
     sx_journal_close(lg->journal);
     sx_store_disconnect(lg->db);

@@ -803,6 +803,51 @@ static void test_journal_write_behind(void **state)
     assert_int_equal(u.requests, 400);
 }
 
+/* A long run does not keep its journal: once a segment's rows are all in
+ * the store (and, full, on the disk), the segment goes. */
+static void *long_settler_main(void *arg)
+{
+    struct settler *s = arg;
+    struct meter_limits l = {1000000000, -1, -1, false};
+
+    for (int i = 0; i < 2900; i++) {
+        struct sx_usage_event ev = {"m", 1, 1, 0, 0, "ok", "embeddings"};
+        struct admit_result res;
+        struct sx_meter_grant *g;
+        char rid[48];
+
+        snprintf(rid, sizeof(rid), "req_long_%d_%d", s->id, i);
+        if (sx_meter_admit_core(s->f->m, "tenant_long", &l, rid, 1, 1, 0, DAY0, &res, &g) ||
+            sx_meter_settle_at(s->f->m, g, &ev, DAY0))
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_journal_segments_go(void **state)
+{
+    struct fx *f = *state;
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
+    struct sx_usage_totals u;
+    struct settler s[16];
+    pthread_t th[16];
+    char jdir[128];
+    void *ret;
+
+    reopen_journaled(f, SX_LEDGER_SYNC_FULL, jdir, sizeof(jdir));
+    for (int i = 0; i < 16; i++) {
+        s[i] = (struct settler){f, i};
+        assert_int_equal(pthread_create(&th[i], NULL, long_settler_main, &s[i]), 0);
+    }
+    for (int i = 0; i < 16; i++) {
+        pthread_join(th[i], &ret);
+        assert_null(ret);
+    }
+    assert_int_equal(sx_meter_usage(f->m, "tenant_long", &span, &u), 0);
+    assert_int_equal(u.requests, 16 * 2900);
+    assert_int_equal(count_segments(jdir), 1); /* the one being written */
+}
+
 /* A process that dies right after settling (no close, the ledger thread
  * still gathering) loses nothing: the next open commits the journaled
  * rows, exactly once, and ignores a record torn by the crash. */
@@ -956,6 +1001,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_write_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_replay_after_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_segments_go, setup, teardown),
         cmocka_unit_test(test_format_duration),
         cmocka_unit_test(test_period_parse),
         cmocka_unit_test_setup_teardown(test_daily_fills_every_day, setup, teardown),
