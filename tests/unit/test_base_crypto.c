@@ -1,4 +1,5 @@
-/* Tests of base/crypto: HMAC-SHA256 against RFC 4231 vectors and a
+/* Tests of base/crypto: HMAC-SHA256 against RFC 4231 vectors (every key
+ * length branch) and a
  * Python-computed webhook signature, SHA-256, base62 against vectors
  * computed independently, random base62 alphabet and spread, comparisons. */
 #include <setjmp.h>
@@ -24,6 +25,25 @@ static void test_hmac_rfc4231(void **state)
     assert_int_equal(sx_crypto_hmac_sha256_hex("Jefe", 4, "what do ya want for nothing?", 28,
                                                hex), 0);
     assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+/* The key lengths where RFC 2104 branches: longer than a block (hashed
+ * first, RFC 4231 case 6), exactly a block, empty (Python's hmac). */
+static void test_hmac_key_lengths(void **state)
+{
+    const char *msg6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+    uint8_t key6[131], block[64];
+    char hex[SX_SHA256_HEX_LEN + 1];
+
+    (void)state;
+    memset(key6, 0xaa, sizeof(key6));
+    assert_int_equal(sx_crypto_hmac_sha256_hex(key6, sizeof(key6), msg6, strlen(msg6), hex), 0);
+    assert_string_equal(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    memset(block, 'k', sizeof(block));
+    assert_int_equal(sx_crypto_hmac_sha256_hex(block, sizeof(block), "abc", 3, hex), 0);
+    assert_string_equal(hex, "ae0c0e4a2340cf50185eb46aaa8723f4769153661612e212fb0d1fa3170c6202");
+    assert_int_equal(sx_crypto_hmac_sha256_hex("", 0, "", 0, hex), 0);
+    assert_string_equal(hex, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
 static void test_hmac_webhook_signature(void **state)
@@ -107,7 +127,9 @@ static void test_compare(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hmac_rfc4231),  cmocka_unit_test(test_hmac_webhook_signature),
+        cmocka_unit_test(test_hmac_rfc4231),
+        cmocka_unit_test(test_hmac_key_lengths),
+        cmocka_unit_test(test_hmac_webhook_signature),
         cmocka_unit_test(test_sha256),        cmocka_unit_test(test_base62_vectors),
         cmocka_unit_test(test_random_base62), cmocka_unit_test(test_compare),
     };
