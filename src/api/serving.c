@@ -2,9 +2,10 @@
  * /v1/completions: tenant settings, model resolution, admission by
  * metering, the backend job, and the response, streamed as OpenAI chunks
  * or built whole. The HTTP thread defers its reply and returns; the
- * backend's thread pushes text; when the job is done its usage is settled
- * (the upstream's I/O thread or a finisher) and the last byte goes out
- * once the ledger says the usage is durable. */
+ * backend's thread pushes text (for an upstream, usually the request's
+ * own event loop); when the job is done its usage is settled there or on a
+ * finisher, and the last byte goes out once the ledger says the usage is
+ * durable. */
 #include "api/serving.h"
 
 #include "base/config.h"
@@ -235,11 +236,12 @@ static int on_delta(void *ctx, const char *text, size_t len, json_t *lp)
 
 static void finish_task(struct sx_serving_task *t);
 
-/* A generation on an upstream backend is finished on the backend's I/O
- * thread itself: settling does not block it (the ledger calls back once
- * the usage is durable), and a hand-off to a finisher would cost a thread
- * wake-up, tens of microseconds. Local models hand off: their thread is
- * the engine's batch loop. */
+/* A generation on an upstream backend is finished on the thread that
+ * relayed it (the request's event loop, or the upstream's I/O thread):
+ * settling does not block it (the ledger calls back once the usage is
+ * durable), and a hand-off to a finisher would cost a thread wake-up, tens
+ * of microseconds. Local models hand off: their thread is the engine's
+ * batch loop. */
 static void on_done(void *ctx, const struct sx_gen_result *res)
 {
     struct gen *g = ctx;
@@ -289,7 +291,8 @@ static json_t *whole_body(struct gen *g)
 
 /* The response's end, once its usage is durable (rc: SX_ESTORE when it
  * could not be recorded; the response must then not claim success). On
- * the thread that settled or on the ledger's journal thread. */
+ * the thread that settled, or on the request's loop when the ledger
+ * called back from its journal thread (settled()). */
 static void reply_settled(void *ctx, int rc)
 {
     struct gen *g = ctx;
