@@ -10,6 +10,7 @@
 
 #include "base/config.h"
 #include "base/err.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/time.h"
@@ -267,26 +268,90 @@ static void on_close(void *ctx)
 
 /* ---- finishing (finisher threads) ----------------------------------------- */
 
-static json_t *whole_body(struct gen *g)
-{
-    json_t *o, *c;
+#define OUT_LIT(o, lit) sx_json_out_raw(o, lit, sizeof(lit) - 1)
 
-    if (g->kind == SX_GEN_CHAT) {
-        o = envelope(g, "chat.completion");
-        c = json_pack("{s:i,s:{s:s,s:s%,s:n}}", "index", 0, "message", "role", "assistant",
-                      "content", g->text ? g->text : "", g->len, "refusal");
-        json_object_set_new(c, "logprobs",
-                            g->logprobs ? json_pack("{s:O}", "content", g->lp) : json_null());
+/* A key and a string value, as ',"key":"value"' (first: no comma). */
+static void out_field(struct sx_json_out *o, const char *key, const char *v, bool first)
+{
+    if (!first)
+        OUT_LIT(o, ",");
+    OUT_LIT(o, "\"");
+    sx_json_out_raw(o, key, strlen(key));
+    OUT_LIT(o, "\":");
+    if (v)
+        sx_json_out_str(o, v, strlen(v));
+    else
+        OUT_LIT(o, "null");
+}
+
+/* The whole (non-streamed) response, written directly: the same object
+ * the chunks describe (envelope, choices, usage, meta), without building
+ * a jansson tree only to serialise it (that cost more than the rest of
+ * the reply). The text is valid UTF-8 (the backends guarantee it). */
+static char *whole_body(struct gen *g, size_t *len)
+{
+    struct sx_json_out o = {0};
+    bool chat = g->kind == SX_GEN_CHAT;
+
+    OUT_LIT(&o, "{");
+    out_field(&o, "id", g->id, true);
+    out_field(&o, "object", chat ? "chat.completion" : "text_completion", false);
+    OUT_LIT(&o, ",\"created\":");
+    sx_json_out_int(&o, g->created);
+    out_field(&o, "model", g->model, false);
+
+    OUT_LIT(&o, ",\"choices\":[{\"index\":0,");
+    if (chat) {
+        OUT_LIT(&o, "\"message\":{\"role\":\"assistant\",\"content\":");
+        sx_json_out_str(&o, g->text ? g->text : "", g->len);
+        OUT_LIT(&o, ",\"refusal\":null},\"logprobs\":");
+        if (g->logprobs) {
+            OUT_LIT(&o, "{\"content\":");
+            sx_json_out_value(&o, g->lp);
+            OUT_LIT(&o, "}");
+        } else {
+            OUT_LIT(&o, "null");
+        }
     } else {
-        o = envelope(g, "text_completion");
-        c = json_pack("{s:i,s:s%,s:n}", "index", 0, "text", g->text ? g->text : "", g->len,
-                      "logprobs");
+        OUT_LIT(&o, "\"text\":");
+        sx_json_out_str(&o, g->text ? g->text : "", g->len);
+        OUT_LIT(&o, ",\"logprobs\":null");
     }
-    json_object_set_new(c, "finish_reason", json_string(g->res.finish_reason));
-    json_object_set_new(o, "choices", json_pack("[o]", c));
-    json_object_set_new(o, "usage", usage_json(&g->res));
-    json_object_set_new(o, "meta", meta_json(g));
-    return o;
+    out_field(&o, "finish_reason", g->res.finish_reason, false);
+    OUT_LIT(&o, "}]");
+
+    OUT_LIT(&o, ",\"usage\":{\"prompt_tokens\":");
+    sx_json_out_int(&o, g->res.prompt_tokens);
+    OUT_LIT(&o, ",\"completion_tokens\":");
+    sx_json_out_int(&o, g->res.completion_tokens);
+    OUT_LIT(&o, ",\"total_tokens\":");
+    sx_json_out_int(&o, g->res.prompt_tokens + g->res.completion_tokens);
+    OUT_LIT(&o, "}");
+
+    /* meta, as meta_json() has it. */
+    OUT_LIT(&o, ",\"meta\":{");
+    out_field(&o, "backend", g->backend_kind, true);
+    OUT_LIT(&o, ",\"adapter\":");
+    if (g->adapter_version > 0) {
+        char v[16];
+
+        snprintf(v, sizeof(v), "v%d", g->adapter_version);
+        OUT_LIT(&o, "{");
+        out_field(&o, "version", v, true);
+        out_field(&o, "model_id", g->adapter_id, false);
+        if (g->upstream_model[0])
+            out_field(&o, "upstream_model", g->upstream_model, false);
+        OUT_LIT(&o, "}");
+    } else {
+        OUT_LIT(&o, "null");
+    }
+    OUT_LIT(&o, ",\"rag\":");
+    if (g->rag)
+        sx_json_out_value(&o, g->rag);
+    else
+        OUT_LIT(&o, "null");
+    OUT_LIT(&o, ",\"rerank\":null}}");
+    return sx_json_out_take(&o, len);
 }
 
 /* The response's end, once its usage is durable (rc: SX_ESTORE when it
@@ -336,13 +401,12 @@ static void reply_settled(void *ctx, int rc)
 
     /* 3. Success: the last bytes. */
     if (!g->stream) {
-        json_t *o = whole_body(g);
-        char *s = json_dumps(o, JSON_COMPACT);
+        size_t len = 0;
+        char *s = whole_body(g, &len);
 
-        json_decref(o);
         sx_http_stream_begin(g->st, 200, "application/json");
         if (s)
-            sx_http_stream_write(g->st, s, strlen(s));
+            sx_http_stream_write(g->st, s, len);
         free(s);
         sx_http_stream_finish(g->st);
         goto out;

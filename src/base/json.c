@@ -4,6 +4,7 @@
 #include "base/json.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Returns 0 when nesting stays within max_depth, else 1 with the line and
@@ -231,4 +232,113 @@ void sx_utf8_scrub(char *s)
             s[i] = '?';
             n = 1;
         }
+}
+
+/* ---- writing by hand --------------------------------------------------- */
+
+static bool out_room(struct sx_json_out *o, size_t n)
+{
+    size_t cap;
+    char *grown;
+
+    if (o->failed)
+        return false;
+    if (o->len + n + 1 <= o->cap)
+        return true;
+    for (cap = o->cap ? o->cap : 512; cap < o->len + n + 1; cap *= 2)
+        ;
+    if (!(grown = realloc(o->buf, cap))) {
+        o->failed = true;
+        return false;
+    }
+    o->buf = grown;
+    o->cap = cap;
+    return true;
+}
+
+void sx_json_out_raw(struct sx_json_out *o, const char *s, size_t n)
+{
+    if (!out_room(o, n))
+        return;
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    o->buf[o->len] = '\0';
+}
+
+void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0, run;
+
+    sx_json_out_raw(o, "\"", 1);
+    while (i < n) {
+        unsigned char c;
+
+        /* The bytes that need nothing, in one copy. */
+        for (run = i; run < n; run++) {
+            c = (unsigned char)s[run];
+            if (c < 0x20 || c == '"' || c == '\\')
+                break;
+        }
+        sx_json_out_raw(o, s + i, run - i);
+        if (run == n)
+            break;
+        c = (unsigned char)s[run];
+        switch (c) {
+        case '"':
+            sx_json_out_raw(o, "\\\"", 2);
+            break;
+        case '\\':
+            sx_json_out_raw(o, "\\\\", 2);
+            break;
+        case '\n':
+            sx_json_out_raw(o, "\\n", 2);
+            break;
+        case '\r':
+            sx_json_out_raw(o, "\\r", 2);
+            break;
+        case '\t':
+            sx_json_out_raw(o, "\\t", 2);
+            break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+
+            sx_json_out_raw(o, u, sizeof(u));
+        }
+        }
+        i = run + 1;
+    }
+    sx_json_out_raw(o, "\"", 1);
+}
+
+void sx_json_out_int(struct sx_json_out *o, long long v)
+{
+    char b[24];
+    int n = snprintf(b, sizeof(b), "%lld", v);
+
+    sx_json_out_raw(o, b, (size_t)n);
+}
+
+void sx_json_out_value(struct sx_json_out *o, const json_t *v)
+{
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+    if (!s) {
+        o->failed = true;
+        return;
+    }
+    sx_json_out_raw(o, s, strlen(s));
+    free(s);
+}
+
+char *sx_json_out_take(struct sx_json_out *o, size_t *len)
+{
+    char *s = o->failed ? NULL : o->buf;
+
+    if (o->failed)
+        free(o->buf);
+    if (s && len)
+        *len = o->len;
+    *o = (struct sx_json_out){0};
+    return s;
 }

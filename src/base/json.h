@@ -54,4 +54,28 @@ int sx_json_get_int(const json_t *obj, const char *key, long long *out);
 int sx_json_get_num(const json_t *obj, const char *key, double *out);
 int sx_json_get_bool(const json_t *obj, const char *key, int *out);
 
+/* A JSON text written by hand, for the few hot replies where building a
+ * jansson tree only to serialise it costs more than the rest of the reply
+ * (a completion body). Append functions never fail visibly: on a failed
+ * allocation the buffer is marked and sx_json_out_take() returns NULL. */
+struct sx_json_out {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+/* Appends raw JSON text (the caller's, already valid). */
+void sx_json_out_raw(struct sx_json_out *o, const char *s, size_t n);
+/* Appends s[0..n) (UTF-8) as a JSON string literal, quotes included:
+ * '"', '\\' and control characters escaped, the rest as it is. */
+void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n);
+/* Appends an integer. */
+void sx_json_out_int(struct sx_json_out *o, long long v);
+/* Appends v serialised compactly (jansson), for the parts that are trees
+ * already. */
+void sx_json_out_value(struct sx_json_out *o, const json_t *v);
+/* The NUL-terminated text (the caller frees it) and its length, or NULL
+ * when an allocation failed; the writer is empty afterwards. */
+char *sx_json_out_take(struct sx_json_out *o, size_t *len);
+
 #endif

@@ -130,6 +130,48 @@ static void test_typed_lookups(void **state)
     json_decref(o);
 }
 
+/* What sx_json_out writes parses back to what went in: every ASCII byte
+ * (NUL and the controls escaped), quotes, backslashes, multi-byte UTF-8,
+ * integers at both ends, and a jansson value in the middle. */
+static void test_out_round_trip(void **state)
+{
+    struct sx_json_out o = {0};
+    char text[200];
+    size_t n = 0, len;
+    json_t *back, *v = json_pack("{s:[i,s]}", "k", 1, "x");
+    const char *utf8 = "Farm\xc3\xa1" "cia \xe2\x82\xac \xf0\x9f\x92\x8a \"q\" \\ /";
+    char *out;
+
+    (void)state;
+    for (int c = 0; c < 128; c++)
+        text[n++] = (char)c;
+    memcpy(text + n, utf8, strlen(utf8));
+    n += strlen(utf8);
+    sx_json_out_raw(&o, "{\"s\":", 5);
+    sx_json_out_str(&o, text, n);
+    sx_json_out_raw(&o, ",\"lo\":", 6);
+    sx_json_out_int(&o, -9223372036854775807LL - 1);
+    sx_json_out_raw(&o, ",\"hi\":", 6);
+    sx_json_out_int(&o, 9223372036854775807LL);
+    sx_json_out_raw(&o, ",\"v\":", 5);
+    sx_json_out_value(&o, v);
+    sx_json_out_raw(&o, "}", 1);
+    out = sx_json_out_take(&o, &len);
+    assert_non_null(out);
+    assert_int_equal(len, strlen(out));
+    back = json_loadb(out, len, JSON_ALLOW_NUL, NULL);
+    assert_non_null(back);
+    assert_int_equal(json_string_length(json_object_get(back, "s")), n);
+    assert_memory_equal(json_string_value(json_object_get(back, "s")), text, n);
+    assert_true(json_integer_value(json_object_get(back, "lo")) == -9223372036854775807LL - 1);
+    assert_true(json_integer_value(json_object_get(back, "hi")) == 9223372036854775807LL);
+    assert_true(json_equal(json_object_get(back, "v"), v));
+    assert_null(o.buf);
+    json_decref(back);
+    json_decref(v);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8),     cmocka_unit_test(test_nul_in_string),
         cmocka_unit_test(test_depth_limit),      cmocka_unit_test(test_top_level_and_empty),
         cmocka_unit_test(test_typed_lookups),
+        cmocka_unit_test(test_out_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
