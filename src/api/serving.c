@@ -286,12 +286,14 @@ static void out_field(struct sx_json_out *o, const char *key, const char *v, boo
 
 /* The whole (non-streamed) response, written directly: the same object
  * the chunks describe (envelope, choices, usage, meta), without building
- * a jansson tree only to serialise it (that cost more than the rest of
- * the reply). The text is valid UTF-8 (the backends guarantee it). */
+ * a jansson tree of the text and envelope only to serialise it (that cost
+ * more than the rest of the reply). The text is valid UTF-8 (the backends
+ * guarantee it). */
 static char *whole_body(struct gen *g, size_t *len)
 {
     struct sx_json_out o = {0};
     bool chat = g->kind == SX_GEN_CHAT;
+    json_t *meta;
 
     OUT_LIT(&o, "{");
     out_field(&o, "id", g->id, true);
@@ -328,29 +330,12 @@ static char *whole_body(struct gen *g, size_t *len)
     sx_json_out_int(&o, g->res.prompt_tokens + g->res.completion_tokens);
     OUT_LIT(&o, "}");
 
-    /* meta, as meta_json() has it. */
-    OUT_LIT(&o, ",\"meta\":{");
-    out_field(&o, "backend", g->backend_kind, true);
-    OUT_LIT(&o, ",\"adapter\":");
-    if (g->adapter_version > 0) {
-        char v[16];
-
-        snprintf(v, sizeof(v), "v%d", g->adapter_version);
-        OUT_LIT(&o, "{");
-        out_field(&o, "version", v, true);
-        out_field(&o, "model_id", g->adapter_id, false);
-        if (g->upstream_model[0])
-            out_field(&o, "upstream_model", g->upstream_model, false);
-        OUT_LIT(&o, "}");
-    } else {
-        OUT_LIT(&o, "null");
-    }
-    OUT_LIT(&o, ",\"rag\":");
-    if (g->rag)
-        sx_json_out_value(&o, g->rag);
-    else
-        OUT_LIT(&o, "null");
-    OUT_LIT(&o, ",\"rerank\":null}}");
+    /* meta: one definition (meta_json), shared with the chunks. */
+    meta = meta_json(g);
+    OUT_LIT(&o, ",\"meta\":");
+    sx_json_out_value(&o, meta);
+    json_decref(meta);
+    OUT_LIT(&o, "}");
     return sx_json_out_take(&o, len);
 }
 

@@ -53,7 +53,7 @@ struct up_job {
     enum job_type type;
     enum sx_gen_kind kind;
     uint64_t id;
-    struct up_loop *ul;   /* the loop it runs on; NULL: the I/O thread */
+    struct up_loop *ul;   /* the loop it was made and runs on; NULL: the I/O thread's */
     char *body;
     CURL *easy;
     char errbuf[CURL_ERROR_SIZE];
@@ -757,17 +757,16 @@ static struct up_loop *loop_state(struct upstream *u, sx_loop *l)
     return ul;
 }
 
-/* Starts j on the calling thread's loop; 1 when there is none (or no
- * state for it), so the I/O thread takes it. */
+/* Starts j on the loop it was made on (job_new), which must be the
+ * calling thread's; 1 when it has none, so the I/O thread takes it. */
 static int start_on_loop(struct upstream *u, struct up_job *j, uint64_t *id,
                          struct sx_gen_error *e)
 {
-    sx_loop *l = sx_loop_current();
-    struct up_loop *ul = l ? loop_state(u, l) : NULL;
+    struct up_loop *ul = j->ul;
+    sx_loop *l = ul ? ul->loop : NULL;
 
-    if (!ul)
+    if (!l || l != sx_loop_current())
         return 1;
-    j->ul = ul;
     j->id = (atomic_fetch_add(&u->next_id, 1) + 1) |
             (uint64_t)(sx_loop_index(l) + 1) << ID_LOOP_SHIFT;
     if (id)
@@ -830,6 +829,7 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     j->type = type;
     j->body = json_dumps(body, JSON_COMPACT);
     json_decref(body);
+    j->ul = ul;
     if (ul && ul->n_spare) {
         j->easy = ul->spare[--ul->n_spare];
         curl_easy_reset(j->easy);
@@ -977,6 +977,7 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
 
 static int enqueue(struct upstream *u, struct up_job *j, uint64_t *id, struct sx_gen_error *e)
 {
+    j->ul = NULL; /* the I/O thread's from now on */
     j->id = atomic_fetch_add(&u->next_id, 1) + 1;
     if (id)
         *id = j->id;

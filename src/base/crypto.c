@@ -1,17 +1,19 @@
 /* Implementation of crypto.h on top of getrandom(2) and OpenSSL 3. The
- * only state is SHA-256 fetched once and a digest context per thread, so
- * every function is safe from any thread. */
+ * only state is SHA-256 and HMAC fetched once and their contexts per
+ * thread, so every function is safe from any thread. */
 #include "base/crypto.h"
 #include "base/err.h"
 #include "base/log.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
 static const char base62_alphabet[] =
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -112,77 +114,92 @@ void sx_crypto_hex(const void *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-/* SHA-256, fetched once: OpenSSL 3 looks an algorithm up on every
- * implicit use (EVP_sha256() in an init, HMAC()), which costs more than
- * hashing an API key. */
+/* SHA-256 and HMAC, fetched once: OpenSSL 3 looks an algorithm up on
+ * every implicit use (EVP_sha256() in an init, HMAC()), which costs more
+ * than hashing an API key. Each thread keeps its own contexts. */
 static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-static pthread_key_t sha256_key; /* the thread's EVP_MD_CTX, freed at its exit */
+static EVP_MAC *hmac_mac;
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+static pthread_key_t ctx_key; /* the thread's struct ctxs, freed at its exit */
 
-static void ctx_free(void *ctx)
+struct ctxs {
+    EVP_MD_CTX *md;
+    EVP_MAC_CTX *mac; /* digest SHA-256, set once */
+};
+
+static void ctxs_free(void *p)
 {
-    EVP_MD_CTX_free(ctx);
+    struct ctxs *c = p;
+
+    EVP_MD_CTX_free(c->md);
+    EVP_MAC_CTX_free(c->mac);
+    free(c);
 }
 
-static void sha256_fetch(void)
+static void fetch(void)
 {
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (pthread_key_create(&sha256_key, ctx_free) != 0) {
+    hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (pthread_key_create(&ctx_key, ctxs_free) != 0) {
         EVP_MD_free(sha256_md);
+        EVP_MAC_free(hmac_mac);
         sha256_md = NULL;
+        hmac_mac = NULL;
     }
 }
 
-/* out = SHA-256(a || b); b may be NULL. */
-static int sha256_2(const void *a, size_t alen, const void *b, size_t blen,
-                    uint8_t out[SX_SHA256_LEN])
+/* The calling thread's contexts, made on first use; NULL on failure. */
+static struct ctxs *thread_ctxs(void)
 {
-    unsigned int outlen = 0;
-    EVP_MD_CTX *ctx = NULL;
+    OSSL_PARAM digest[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    struct ctxs *c;
 
-    pthread_once(&sha256_once, sha256_fetch);
-    if (sha256_md && !(ctx = pthread_getspecific(sha256_key)) &&
-        (ctx = EVP_MD_CTX_new()) && pthread_setspecific(sha256_key, ctx) != 0) {
-        EVP_MD_CTX_free(ctx);
-        ctx = NULL;
+    pthread_once(&fetch_once, fetch);
+    if (!sha256_md || !hmac_mac)
+        return NULL;
+    if ((c = pthread_getspecific(ctx_key)))
+        return c;
+    if (!(c = calloc(1, sizeof(*c))) || !(c->md = EVP_MD_CTX_new()) ||
+        !(c->mac = EVP_MAC_CTX_new(hmac_mac)) || !EVP_MAC_CTX_set_params(c->mac, digest) ||
+        pthread_setspecific(ctx_key, c) != 0) {
+        if (c)
+            ctxs_free(c);
+        return NULL;
     }
-    if (!ctx || !EVP_DigestInit_ex2(ctx, sha256_md, NULL) || !EVP_DigestUpdate(ctx, a, alen) ||
-        (blen && !EVP_DigestUpdate(ctx, b, blen)) ||
-        !EVP_DigestFinal_ex(ctx, out, &outlen) || outlen != SX_SHA256_LEN) {
+    return c;
+}
+
+int sx_crypto_sha256(const void *msg, size_t len, uint8_t out[SX_SHA256_LEN])
+{
+    struct ctxs *c = thread_ctxs();
+    unsigned int outlen = 0;
+
+    if (!c || !EVP_DigestInit_ex2(c->md, sha256_md, NULL) ||
+        !EVP_DigestUpdate(c->md, msg, len) || !EVP_DigestFinal_ex(c->md, out, &outlen) ||
+        outlen != SX_SHA256_LEN) {
         SX_ERROR("crypto", "SHA-256 failed");
         return SX_EIO;
     }
     return SX_OK;
 }
 
-int sx_crypto_sha256(const void *msg, size_t len, uint8_t out[SX_SHA256_LEN])
-{
-    return sha256_2(msg, len, NULL, 0, out);
-}
-
-/* HMAC as RFC 2104 defines it, over the one-shot SHA-256 above. */
 int sx_crypto_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
                           uint8_t out[SX_SHA256_LEN])
 {
-    uint8_t k[64] = {0}, pad[64], inner[SX_SHA256_LEN];
-    int rc;
+    static const uint8_t empty[1];
+    struct ctxs *c = thread_ctxs();
+    size_t outlen = 0;
 
-    if (keylen > sizeof(k)) {
-        if ((rc = sx_crypto_sha256(key, keylen, k)) != SX_OK)
-            return rc;
-    } else if (keylen) {
-        memcpy(k, key, keylen);
+    /* A NULL key means "the previous one" to EVP_MAC_init(): pass a real
+     * pointer for an empty key. */
+    if (!c || !EVP_MAC_init(c->mac, keylen ? key : empty, keylen, NULL) ||
+        !EVP_MAC_update(c->mac, msg ? msg : (const void *)empty, msg ? len : 0) ||
+        !EVP_MAC_final(c->mac, out, &outlen, SX_SHA256_LEN) || outlen != SX_SHA256_LEN) {
+        SX_ERROR("crypto", "HMAC-SHA256 failed");
+        return SX_EIO;
     }
-    for (size_t i = 0; i < sizeof(k); i++)
-        pad[i] = k[i] ^ 0x36;
-    rc = sha256_2(pad, sizeof(pad), msg, msg ? len : 0, inner);
-    for (size_t i = 0; rc == SX_OK && i < sizeof(k); i++)
-        pad[i] = k[i] ^ 0x5c;
-    if (rc == SX_OK)
-        rc = sha256_2(pad, sizeof(pad), inner, sizeof(inner), out);
-    OPENSSL_cleanse(k, sizeof(k));
-    OPENSSL_cleanse(pad, sizeof(pad));
-    return rc;
+    return SX_OK;
 }
 
 int sx_crypto_hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t len,

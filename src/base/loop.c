@@ -54,6 +54,7 @@ struct sx_loop {
     pthread_mutex_t mu; /* guards tasks and stopping */
     struct task *tasks, **tasks_tail;
     bool stopping;
+    bool done; /* loop thread: the stop was seen, the loop ends */
 
     struct {
         const void *key;
@@ -206,10 +207,14 @@ static bool run_tasks(sx_loop *l)
     return stop;
 }
 
+/* The eventfd's watch: posted tasks, and the request to stop. */
 static void on_wake(void *ctx, uint32_t events)
 {
-    (void)ctx;
+    sx_loop *l = ctx;
+
     (void)events;
+    if (run_tasks(l))
+        l->done = true;
 }
 
 /* Runs the timers that are due (a timer may re-arm itself or others). */
@@ -249,10 +254,9 @@ static void *loop_main(void *arg)
     sx_loop *l = arg;
     struct epoll_event ev[EVENTS_MAX];
     int64_t spin_until = 0;
-    bool stop = false;
 
     current = l;
-    while (!stop) {
+    while (!l->done) {
         int ms = wait_ms(l), n = 0;
 
         /* Busy a moment ago: poll a little before sleeping. */
@@ -279,9 +283,7 @@ static void *loop_main(void *arg)
         for (l->batch_i = 0; l->batch_i < n; l->batch_i++) {
             struct sx_loop_watch *w = ev[l->batch_i].data.ptr;
 
-            if (w == &l->wake)
-                stop = run_tasks(l);
-            else if (w)
+            if (w)
                 w->fn(w->ctx, ev[l->batch_i].events);
         }
         l->batch_n = 0;

@@ -895,8 +895,8 @@ static int append_journaled(struct ledger *lg, struct item *it, sx_meter_settled
     return 0;
 }
 
-static int append(struct ledger *lg, const struct ledger_row *row, sx_meter_settled_fn durable,
-                  void *ctx)
+int sx_ledger_append_then(struct ledger *lg, const struct ledger_row *row,
+                          sx_meter_settled_fn durable, void *ctx)
 {
     struct item local, *it = &local;
     int rc;
@@ -928,12 +928,6 @@ static int append(struct ledger *lg, const struct ledger_row *row, sx_meter_sett
     return 0;
 }
 
-int sx_ledger_append_then(struct ledger *lg, const struct ledger_row *row,
-                          sx_meter_settled_fn durable, void *ctx)
-{
-    return append(lg, row, durable, ctx);
-}
-
 /* sx_ledger_append waits on one of these for its own row. */
 struct wait_one {
     pthread_mutex_t mu;
@@ -956,7 +950,7 @@ static void wake_one(void *ctx, int rc)
 int sx_ledger_append(struct ledger *lg, const struct ledger_row *row)
 {
     struct wait_one w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
-    int rc = append(lg, row, wake_one, &w);
+    int rc = sx_ledger_append_then(lg, row, wake_one, &w);
 
     if (rc == 0) {
         pthread_mutex_lock(&w.mu);

@@ -574,8 +574,9 @@ static void *settler_main(void *arg)
     return NULL;
 }
 
-/* 16 threads settle 25 requests each (tenant_gc, 3 tokens each). */
-static void run_settlers(struct fx *f)
+/* 16 threads run fn (settler_main: 25 requests each of tenant_gc, 3
+ * tokens each). */
+static void run_threads(struct fx *f, void *(*fn)(void *))
 {
     struct settler s[16];
     pthread_t th[16];
@@ -583,7 +584,7 @@ static void run_settlers(struct fx *f)
 
     for (int i = 0; i < 16; i++) {
         s[i] = (struct settler){f, i};
-        assert_int_equal(pthread_create(&th[i], NULL, settler_main, &s[i]), 0);
+        assert_int_equal(pthread_create(&th[i], NULL, fn, &s[i]), 0);
     }
     for (int i = 0; i < 16; i++) {
         pthread_join(th[i], &ret);
@@ -600,7 +601,7 @@ static void test_group_commit(void **state)
     int64_t b0, r0, b1, r1;
 
     sx_ledger_stats(f->m->ledger, &b0, &r0);
-    run_settlers(f);
+    run_threads(f, settler_main);
     sx_ledger_stats(f->m->ledger, &b1, &r1);
     assert_int_equal(r1 - r0, 400);
     assert_true(b1 - b0 < 400); /* some commits carried several rows */
@@ -646,7 +647,7 @@ static void test_ledger_sync_normal(void **state)
     o.ledger_sync = SX_LEDGER_SYNC_NORMAL;
     f->m = sx_meter_open(f->s, NULL, &o, err, sizeof(err));
     assert_non_null(f->m);
-    run_settlers(f);
+    run_threads(f, settler_main);
     /* Settling the same request ids again bills nothing. */
     s[0] = (struct settler){f, 3};
     assert_null(settler_main(&s[0]));
@@ -788,7 +789,7 @@ static void test_journal_write_behind(void **state)
 
     for (int m = 0; m < 2; m++) {
         reopen_journaled(f, modes[m], jdir, sizeof(jdir));
-        run_settlers(f);
+        run_threads(f, settler_main);
         s[0] = (struct settler){f, 3};
         assert_null(settler_main(&s[0]));
         assert_int_equal(sx_meter_usage(f->m, "tenant_gc", &span, &u), 0);
@@ -829,20 +830,10 @@ static void test_journal_segments_go(void **state)
     struct fx *f = *state;
     struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
     struct sx_usage_totals u;
-    struct settler s[16];
-    pthread_t th[16];
     char jdir[128];
-    void *ret;
 
     reopen_journaled(f, SX_LEDGER_SYNC_FULL, jdir, sizeof(jdir));
-    for (int i = 0; i < 16; i++) {
-        s[i] = (struct settler){f, i};
-        assert_int_equal(pthread_create(&th[i], NULL, long_settler_main, &s[i]), 0);
-    }
-    for (int i = 0; i < 16; i++) {
-        pthread_join(th[i], &ret);
-        assert_null(ret);
-    }
+    run_threads(f, long_settler_main);
     assert_int_equal(sx_meter_usage(f->m, "tenant_long", &span, &u), 0);
     assert_int_equal(u.requests, 16 * 2900);
     assert_int_equal(count_segments(jdir), 1); /* the one being written */
