@@ -1,9 +1,12 @@
 /* libFuzzer target for the rag module's text handling: arbitrary bytes
  * (invalid UTF-8 included) through query analysis, the FTS5 expression
- * builder and chunking with budgets and overlaps taken from the input.
- * Checks the invariants callers rely on: terms hold no FTS5 syntax, the
- * expression quotes every term, chunks lie inside the text, respect the
- * budget and, in valid UTF-8, never start or end inside a character. */
+ * builder, chunking with budgets and overlaps taken from the input, and
+ * the index's FTS5 tokenizer. Checks the invariants callers rely on: terms
+ * hold no FTS5 syntax, the expression quotes every term, chunks lie inside
+ * the text, respect the budget and, in valid UTF-8, never start or end
+ * inside a character; FTS5's integrity check (which tokenizes the row
+ * again and compares) passes on an indexed copy of the input. */
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,37 @@ static int valid_utf8(const uint8_t *d, size_t n)
     return 1;
 }
 
+/* An in-memory FTS5 table with the index's tokenizer, made once. */
+static sqlite3 *index_db(void)
+{
+    static sqlite3 *db;
+
+    if (db)
+        return db;
+    if (sx_rag_sqlite_setup() != 0 || sqlite3_open(":memory:", &db) != SQLITE_OK ||
+        sqlite3_exec(db, "CREATE VIRTUAL TABLE t USING fts5(x, tokenize='sx_rag')", NULL,
+                     NULL, NULL) != SQLITE_OK)
+        abort();
+    return db;
+}
+
+static void run(sqlite3 *db, const char *sql, const uint8_t *data, size_t size)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        abort();
+    if (data)
+        sqlite3_bind_text(st, 1, (const char *)data, (int)size, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (sqlite3_column_int64(st, 0) < 0)
+            abort();
+    if (rc != SQLITE_DONE)
+        abort();
+    sqlite3_finalize(st);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *text = (const char *)data;
@@ -48,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (t.n > SX_RAG_QUERY_TERMS_MAX)
         abort();
     for (i = 0; i < t.n; i++)
-        if (!t.term[i][0] || strpbrk(t.term[i], "\"*^:(){}+-, \t\n") || t.weight[i] < 1)
+        if (!t.term[i][0] || strpbrk(t.term[i], "\"*^:(){}+-, \t\n") || !(t.weight[i] > 0))
             abort();
     if (sx_rag_fts_expr(&t, expr, sizeof(expr)) < 0)
         abort();
@@ -73,5 +107,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     }
     free(p);
+
+    /* 3. The index's tokenizer: what it indexes, it finds again. */
+    run(index_db(), "SELECT sx_rag_ntok(?1)", data, size);
+    run(index_db(), "SELECT length(sx_rag_stem(?1))", data, size);
+    run(index_db(), "INSERT INTO t(rowid, x) VALUES (1, ?1)", data, size);
+    run(index_db(), "INSERT INTO t(t) VALUES ('integrity-check')", NULL, 0);
+    run(index_db(), "DELETE FROM t", NULL, 0);
     return 0;
 }

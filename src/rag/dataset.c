@@ -126,9 +126,27 @@ static int purge_tenant(sx_db *db, const char *tenant_id, void *ctx)
 
 int sx_rag_schema(sx_rag *rag, char *err, size_t errlen)
 {
+    sx_db *db;
+    int rebuilt = 0, rc;
+
     if (sx_store_migrate(rag->store, "rag", migrations,
                          sizeof(migrations) / sizeof(migrations[0]), err, errlen) != 0)
         return SX_ESTORE;
+    /* Indexes made by an earlier tokenizer are rebuilt before any search
+     * stems a query the new way. */
+    if (!(db = sx_store_acquire(rag->store))) {
+        snprintf(err, errlen, "rag: no store connection");
+        return SX_ESTORE;
+    }
+    rc = sx_rag_index_upgrade(db, &rebuilt);
+    sx_store_release(rag->store, db);
+    if (rebuilt)
+        SX_INFO("rag", "rebuilt %d tenant index(es) for the %s tokenizer", rebuilt,
+                SX_RAG_TOKENIZER);
+    if (rc != 0) {
+        snprintf(err, errlen, "rag: rebuilding the tenant indexes failed");
+        return SX_ESTORE;
+    }
     if (rag->tenancy && sx_tenancy_on_purge(rag->tenancy, "rag", purge_tenant, rag) != 0) {
         snprintf(err, errlen, "rag: cannot register the tenant purge hook");
         return SX_ELIMIT;

@@ -1,6 +1,7 @@
 /* The rag module's full-text index on SQLite FTS5: one FTS5 table per
- * tenant over rag_chunks (external content), tokenised by unicode61 with
- * Porter stemming, a vocabulary table beside it for document frequencies,
+ * tenant over rag_chunks (external content), tokenised by the module's
+ * tokenizer (tokenizer.c: Porter stemming over unicode61, compounds also
+ * joined), a vocabulary table beside it for document frequencies,
  * and a ranking function of our own, sx_rag_bm25(), that FTS5 calls for
  * every matching chunk. This is the only file with FTS SQL.
  *
@@ -295,14 +296,16 @@ struct stem_buf {
     size_t len;
 };
 
+/* Both callbacks below skip colocated tokens (a compound's joined form):
+ * FTS5 does not count them in a column's size, and a term's stem is the
+ * phrase of its tokens. */
 static int stem_token(void *ctx, int flags, const char *tok, int n, int start, int end)
 {
     struct stem_buf *b = ctx;
 
-    (void)flags;
     (void)start;
     (void)end;
-    if (n <= 0 || b->len + (size_t)n + 2 > sizeof(b->s))
+    if ((flags & FTS5_TOKEN_COLOCATED) || n <= 0 || b->len + (size_t)n + 2 > sizeof(b->s))
         return SQLITE_OK;
     if (b->len)
         b->s[b->len++] = ' ';
@@ -311,75 +314,68 @@ static int stem_token(void *ctx, int flags, const char *tok, int n, int start, i
     return SQLITE_OK;
 }
 
-/* sx_rag_stem(text): the tokens the index's tokenizer makes of text,
- * space-separated, so that a term can be looked up in the vocabulary. */
-static void sx_rag_stem(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+static int count_token(void *ctx, int flags, const char *tok, int n, int start, int end)
 {
-    static const char *const args[] = {"unicode61", "remove_diacritics", "2"};
+    (void)tok;
+    (void)n;
+    (void)start;
+    (void)end;
+    if (!(flags & FTS5_TOKEN_COLOCATED))
+        (*(int64_t *)ctx)++;
+    return SQLITE_OK;
+}
+
+/* Runs the index's tokenizer over the SQL function's text argument. */
+static int tokenize_arg(sqlite3_context *ctx, sqlite3_value *arg, int flags, void *out,
+                        int (*cb)(void *, int, const char *, int, int, int))
+{
     fts5_api *fts = sqlite3_user_data(ctx);
-    const char *text = (const char *)sqlite3_value_text(argv[0]);
-    struct stem_buf b = {.len = 0};
+    const char *text = (const char *)sqlite3_value_text(arg);
     fts5_tokenizer tk;
     Fts5Tokenizer *t = NULL;
     void *ud = NULL;
     int rc;
 
+    if (!text)
+        return SQLITE_OK;
+    rc = fts->xFindTokenizer(fts, SX_RAG_TOKENIZER, &ud, &tk);
+    if (rc == SQLITE_OK)
+        rc = tk.xCreate(ud, NULL, 0, &t);
+    if (rc == SQLITE_OK)
+        rc = tk.xTokenize(t, out, flags, text, sqlite3_value_bytes(arg), cb);
+    if (t)
+        tk.xDelete(t);
+    return rc;
+}
+
+/* sx_rag_stem(text): the tokens the index's tokenizer makes of text,
+ * space-separated, so that a term can be looked up in the vocabulary. */
+static void sx_rag_stem(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    struct stem_buf b = {.len = 0};
+    int rc;
+
     (void)argc;
-    if (!text) {
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
         sqlite3_result_null(ctx);
         return;
     }
-    rc = fts->xFindTokenizer(fts, "porter", &ud, &tk);
-    if (rc == SQLITE_OK)
-        rc = tk.xCreate(ud, (const char **)args, 3, &t);
-    if (rc == SQLITE_OK)
-        rc = tk.xTokenize(t, &b, FTS5_TOKENIZE_QUERY, text, sqlite3_value_bytes(argv[0]),
-                          stem_token);
-    if (t)
-        tk.xDelete(t);
+    rc = tokenize_arg(ctx, argv[0], FTS5_TOKENIZE_QUERY, &b, stem_token);
     if (rc != SQLITE_OK)
         sqlite3_result_error_code(ctx, rc);
     else
         sqlite3_result_text(ctx, b.s, (int)b.len, SQLITE_TRANSIENT);
 }
 
-static int count_token(void *ctx, int flags, const char *tok, int n, int start, int end)
-{
-    (void)flags;
-    (void)tok;
-    (void)n;
-    (void)start;
-    (void)end;
-    (*(int64_t *)ctx)++;
-    return SQLITE_OK;
-}
-
 /* sx_rag_ntok(text): the number of tokens the index makes of text, as
  * FTS5 counts a column's size. */
 static void sx_rag_ntok(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
-    static const char *const args[] = {"unicode61", "remove_diacritics", "2"};
-    fts5_api *fts = sqlite3_user_data(ctx);
-    const char *text = (const char *)sqlite3_value_text(argv[0]);
-    fts5_tokenizer tk;
-    Fts5Tokenizer *t = NULL;
-    void *ud = NULL;
     int64_t n = 0;
     int rc;
 
     (void)argc;
-    if (!text) {
-        sqlite3_result_int64(ctx, 0);
-        return;
-    }
-    rc = fts->xFindTokenizer(fts, "porter", &ud, &tk);
-    if (rc == SQLITE_OK)
-        rc = tk.xCreate(ud, (const char **)args, 3, &t);
-    if (rc == SQLITE_OK)
-        rc = tk.xTokenize(t, &n, FTS5_TOKENIZE_DOCUMENT, text, sqlite3_value_bytes(argv[0]),
-                          count_token);
-    if (t)
-        tk.xDelete(t);
+    rc = tokenize_arg(ctx, argv[0], FTS5_TOKENIZE_DOCUMENT, &n, count_token);
     if (rc != SQLITE_OK)
         sqlite3_result_error_code(ctx, rc);
     else
@@ -418,6 +414,8 @@ static int register_on(sqlite3 *db, char **errmsg, const sqlite3_api_routines *r
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(db, "sx_rag_ntok", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
                                      fts, sx_rag_ntok, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sx_rag_tokenizer_register(fts);
     if (rc == SQLITE_OK)
         rc = fts->xCreateFunction(fts, "sx_rag_bm25", NULL, sx_rag_bm25, NULL);
     if (rc == SQLITE_OK)
@@ -644,10 +642,73 @@ int sx_rag_index_create(sx_db *db, const char *tenant_id)
     snprintf(sql, sizeof(sql),
              "CREATE VIRTUAL TABLE IF NOT EXISTS %s USING fts5(title, text, meta, ds, "
              "content='rag_chunks', content_rowid='id', "
-             "tokenize='porter unicode61 remove_diacritics 2');"
+             "tokenize='" SX_RAG_TOKENIZER "');"
              "CREATE VIRTUAL TABLE IF NOT EXISTS %s_v USING fts5vocab(%s, 'row');",
              name, name, name);
     return sx_db_exec(db, sql) == 0 ? 0 : SX_ESTORE;
+}
+
+/* Rebuilds one tenant's index (name: its FTS5 table) with today's
+ * tokenizer, from the tenant's rows of rag_chunks, in one transaction. */
+static int rebuild(sx_db *db, const char *name)
+{
+    const char *tenant_id = name + strlen("rag_fts_");
+    char sql[256];
+    int rc;
+
+    if ((rc = sx_db_begin(db)) != 0)
+        return rc;
+    if ((rc = sx_rag_index_drop(db, tenant_id)) == 0 &&
+        (rc = sx_rag_index_create(db, tenant_id)) == 0) {
+        snprintf(sql, sizeof(sql), "INSERT INTO %s(rowid, title, text, meta, ds) "
+                 "SELECT id, title, text, meta, ds FROM rag_chunks WHERE tenant_id = $1",
+                 name);
+        rc = sx_db_run(db, sql, "t", tenant_id) < 0 ? SX_ESTORE : sx_db_commit(db);
+    }
+    if (rc != 0)
+        sx_db_rollback(db);
+    return rc;
+}
+
+int sx_rag_index_upgrade(sx_db *db, int *rebuilt)
+{
+    /* FTS5 keeps the table's CREATE statement, tokenizer included. */
+    sx_stmt *st = sx_db_query(db, "SELECT name FROM sqlite_master WHERE type = 'table'"
+                                  " AND name LIKE 'rag\\_fts\\_%' ESCAPE '\\'"
+                                  " AND sql LIKE 'CREATE VIRTUAL TABLE % USING fts5(%'"
+                                  " AND sql NOT LIKE '%tokenize=''" SX_RAG_TOKENIZER "''%'",
+                              "");
+    char (*names)[64] = NULL;
+    size_t n = 0, cap = 0, i;
+    int rc = 0;
+
+    *rebuilt = 0;
+    if (!st)
+        return SX_ESTORE;
+    while ((rc = sx_stmt_step(st)) == SX_STORE_ROW) {
+        const char *name = sx_stmt_text(st, 0);
+
+        if (!name || strlen(name) >= 64)
+            continue;
+        if (n == cap) {
+            char (*v)[64] = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*v));
+
+            if (!v) {
+                rc = SX_ENOMEM;
+                break;
+            }
+            names = v;
+        }
+        snprintf(names[n++], 64, "%s", name);
+    }
+    sx_stmt_done(st);
+    if (rc == SX_STORE_DONE)
+        rc = 0;
+    for (i = 0; rc == 0 && i < n; i++)
+        if ((rc = rebuild(db, names[i])) == 0)
+            (*rebuilt)++;
+    free(names);
+    return rc;
 }
 
 int sx_rag_index_drop(sx_db *db, const char *tenant_id)

@@ -1,6 +1,7 @@
 /* Internal to src/rag/: the module object and the full-text index
- * interface. Only index.c holds index SQL (SQLite FTS5 today); a
- * PostgreSQL full-text implementation replaces that file alone. */
+ * interface. Only index.c holds index SQL (SQLite FTS5 today, with the
+ * FTS5 tokenizer of tokenizer.c); a PostgreSQL full-text implementation
+ * replaces those two files. */
 #ifndef SX_RAG_INTERNAL_H
 #define SX_RAG_INTERNAL_H
 
@@ -55,6 +56,29 @@ int sx_rag_vector_search(sx_db *db, const char *tenant_id, const char *model, co
                          int dim, const json_t *datasets, struct sx_rag_vhit *out, size_t cap,
                          size_t *n);
 
+/* ---- tokenizer (tokenizer.c) --------------------------------------------- */
+
+/* The FTS5 tokenizer of every tenant's index: porter unicode61, plus the
+ * joined form of each hyphenated compound, Greek letters spelled in
+ * Latin. Registered on fts by sx_rag_tokenizer_register() (an SQLite
+ * result code). */
+#define SX_RAG_TOKENIZER "sx_rag"
+struct fts5_api;
+int sx_rag_tokenizer_register(struct fts5_api *fts);
+
+/* The length of the hyphen at s[i] (len bytes in all), 0 if none: ASCII
+ * '-', U+2010 HYPHEN and U+2011 NON-BREAKING HYPHEN join a compound; the
+ * dashes (ranges, asides) do not. */
+static inline int sx_rag_hyphen(const char *s, size_t i, size_t len)
+{
+    if (i < len && s[i] == '-')
+        return 1;
+    if (i + 2 < len && (unsigned char)s[i] == 0xE2 && (unsigned char)s[i + 1] == 0x80 &&
+        ((unsigned char)s[i + 2] == 0x90 || (unsigned char)s[i + 2] == 0x91))
+        return 3;
+    return 0;
+}
+
 #define SX_RAG_TOKEN_MAX 24 /* a dataset's index token: 20 digits */
 
 /* BM25F's arithmetic, shared by the FTS5 ranking function (index.c) and
@@ -107,6 +131,10 @@ struct sx_rag_cand {
 /* Creates the tenant's index if missing (inside the caller's transaction).
  * 0, SX_EINVAL (a tenant id the index cannot name) or SX_ESTORE. */
 int sx_rag_index_create(sx_db *db, const char *tenant_id);
+/* Rebuilds every tenant index made with another tokenizer than today's
+ * (SX_RAG_TOKENIZER), one transaction each; *rebuilt says how many.
+ * 0, SX_ENOMEM or SX_ESTORE. */
+int sx_rag_index_upgrade(sx_db *db, int *rebuilt);
 /* Drops the tenant's index if present. 0 or SX_ESTORE. */
 int sx_rag_index_drop(sx_db *db, const char *tenant_id);
 /* A chunk's indexed fields: ds is its dataset's index token. */

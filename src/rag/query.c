@@ -2,10 +2,11 @@
  * terms (the only thing that reaches the index, so no FTS5 syntax can be
  * injected), drops common function words, and builds the FTS5 MATCH
  * expression and the normalised score. */
-#include "rag/rag.h"
+#include "rag/internal.h"
 
 #include "base/err.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,13 +95,13 @@ static int word_char(unsigned cp)
     return 1;
 }
 
-static void add_term(struct sx_rag_terms *t, const char *w, size_t len)
+static void add_term(struct sx_rag_terms *t, const char *w, size_t len, double weight)
 {
     size_t i;
 
     for (i = 0; i < t->n; i++) {
         if (strlen(t->term[i]) == len && memcmp(t->term[i], w, len) == 0) {
-            t->weight[i] += 1.0;
+            t->weight[i] += weight;
             return;
         }
     }
@@ -108,8 +109,55 @@ static void add_term(struct sx_rag_terms *t, const char *w, size_t len)
         return;
     memcpy(t->term[t->n], w, len);
     t->term[t->n][len] = '\0';
-    t->weight[t->n] = 1.0;
+    t->weight[t->n] = weight;
     t->n++;
+}
+
+/* A word of the query being read: a plain word, or a hyphenated compound
+ * ("IL-6") of parts. A compound weighs as two words: its joined form
+ * ("il6", which the index's tokenizer adds too, tokenizer.c) as one, and
+ * its parts, which also match texts that write them apart, share the
+ * other. */
+#define COMPOUND_PARTS 8
+
+struct compound {
+    char part[COMPOUND_PARTS][SX_RAG_TERM_MAX + 1];
+    char joined[SX_RAG_TERM_MAX + 1];
+    size_t joined_len;
+    int parts, kept; /* parts read; parts held in part[] */
+    bool joined_ok;
+};
+
+static void compound_add(struct compound *c, struct sx_rag_terms *t, const char *w,
+                         size_t len, bool too_long)
+{
+    if (too_long || c->joined_len + len > SX_RAG_TERM_MAX)
+        c->joined_ok = false;
+    else
+        memcpy(c->joined + c->joined_len, w, len);
+    c->joined_len += len;
+    c->parts++;
+    if (too_long)
+        return;
+    if (c->kept == COMPOUND_PARTS) {
+        add_term(t, w, len, 1.0); /* too many parts to be one word */
+        return;
+    }
+    memcpy(c->part[c->kept], w, len);
+    c->part[c->kept++][len] = '\0';
+}
+
+static void compound_end(struct compound *c, struct sx_rag_terms *t)
+{
+    double share = c->parts > 1 ? 1.0 / c->parts : 1.0;
+
+    for (int k = 0; k < c->kept; k++)
+        add_term(t, c->part[k], strlen(c->part[k]), share);
+    if (c->parts > 1 && c->joined_ok)
+        add_term(t, c->joined, c->joined_len, 1.0);
+    c->parts = c->kept = 0;
+    c->joined_len = 0;
+    c->joined_ok = true;
 }
 
 void sx_rag_terms_parse(const char *text, size_t len, struct sx_rag_terms *out)
@@ -117,13 +165,16 @@ void sx_rag_terms_parse(const char *text, size_t len, struct sx_rag_terms *out)
     const unsigned char *s = (const unsigned char *)text;
     struct sx_rag_terms all = {0};
     char w[SX_RAG_TERM_MAX + 1];
+    struct compound c = {.joined_ok = true};
     size_t i = 0, k;
+    int h;
 
     memset(out, 0, sizeof(*out));
     if (!text)
         return;
 
-    /* 1. Words: runs of word characters, ASCII lower-cased. */
+    /* 1. Words: runs of word characters, ASCII lower-cased, and the
+     *    compounds they make with single hyphens. */
     while (i < len && all.n < SX_RAG_QUERY_TERMS_MAX) {
         size_t wl = 0, start;
         unsigned cp;
@@ -152,11 +203,18 @@ void sx_rag_terms_parse(const char *text, size_t len, struct sx_rag_terms *out)
                 }
             i += n;
         }
-        if (i > start && !too_long) {
-            w[wl] = '\0';
-            add_term(&all, w, wl);
+        if (i == start)
+            continue;
+        compound_add(&c, &all, w, wl, too_long);
+        h = sx_rag_hyphen(text, i, len);
+        if (h > 0 && i + (size_t)h < len && decode(s, i + (size_t)h, len, &cp) &&
+            word_char(cp)) {
+            i += (size_t)h; /* the compound goes on */
+            continue;
         }
+        compound_end(&c, &all);
     }
+    compound_end(&c, &all); /* the term limit cut the query short */
 
     /* 2. Drop function words, unless the query is nothing else. */
     for (k = 0; k < all.n; k++) {

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,9 +497,9 @@ static void test_chunk_ids_carry_column_sizes(void **state)
     assert_int_equal(sx_db_exec(db, "CREATE VIRTUAL TABLE temp.inst USING "
                                     "fts5vocab(main, rag_fts_tenant_a, 'instance')"), 0);
     st = sx_db_query(db, "SELECT c.id, "
-                         " (SELECT count(*) FROM temp.inst WHERE doc = c.id AND col = 'title'),"
-                         " (SELECT count(*) FROM temp.inst WHERE doc = c.id AND col = 'text'),"
-                         " (SELECT count(*) FROM temp.inst WHERE doc = c.id AND col = 'meta')"
+                         " (SELECT count(DISTINCT offset) FROM temp.inst WHERE doc = c.id AND col = 'title'),"
+                         " (SELECT count(DISTINCT offset) FROM temp.inst WHERE doc = c.id AND col = 'text'),"
+                         " (SELECT count(DISTINCT offset) FROM temp.inst WHERE doc = c.id AND col = 'meta')"
                          " FROM rag_chunks c WHERE c.tenant_id = 'tenant_a'", "");
     assert_non_null(st);
     while (sx_stmt_step(st) == SX_STORE_ROW) {
@@ -801,6 +802,94 @@ static void test_postings_follow_writes(void **state)
     expect_same_as_fts5(f, "tenant_b", "basalt granite quarry", NULL);
 }
 
+
+/* Whether doc_id is among the first n hits of query. */
+static bool ranks(struct fx *f, const char *query, const char *doc_id, size_t n)
+{
+    struct sx_rag_result r;
+    bool found = false;
+
+    search(f, "tenant_a", query, 0, &r);
+    for (size_t i = 0; i < r.n && i < n; i++)
+        found |= strcmp(r.hits[i].doc_id, doc_id) == 0;
+    sx_rag_result_clear(&r);
+    return found;
+}
+
+/* A hyphenated compound is found whole, however the other side writes it
+ * ("IL-6" and "IL6"), and its parts still match; Greek letters match
+ * their Latin names. Column sizes do not count the joined token, and
+ * FTS5 and the postings agree on every score. */
+static void test_compounds_and_greek(void **state)
+{
+    struct fx *f = *state;
+    struct sx_rag_result r;
+    char ds[32];
+
+    dataset(f, "tenant_a", "papers", 1, ds);
+    put(f, "tenant_a", ds, "tenant_a-hy", "Cytokines", "IL-6 signalling in T-cells");
+    put(f, "tenant_a", ds, "tenant_a-jo", "Cytokines", "IL6 levels rose");
+    put(f, "tenant_a", ds, "tenant_a-il", "Interleukins", "IL 1 and 6 other cells");
+    put(f, "tenant_a", ds, "tenant_a-gr", "Receptors", "TNF-α binds the β2 receptor");
+    put(f, "tenant_a", ds, "tenant_a-la", "Receptors", "NF-kappaB after stimulation");
+    for (int d = 0; d < 12; d++) {
+        char id[32];
+
+        snprintf(id, sizeof(id), "tenant_a-f%02d", d);
+        put(f, "tenant_a", ds, id, "Filler", "unrelated words about the weather");
+    }
+    for (int round = 0; round < 2; round++) { /* FTS5 first, then the postings */
+        assert_true(ranks(f, "IL6", "tenant_a-hy", 2) && ranks(f, "IL6", "tenant_a-jo", 2));
+        assert_true(ranks(f, "il-6", "tenant_a-hy", 2) && ranks(f, "il-6", "tenant_a-jo", 2));
+        assert_true(ranks(f, "TNF-alpha", "tenant_a-gr", 1));
+        assert_true(ranks(f, "tnfalpha", "tenant_a-gr", 1));
+        assert_true(ranks(f, "TNFα", "tenant_a-gr", 1));
+        assert_true(ranks(f, "beta2", "tenant_a-gr", 1));
+        assert_true(ranks(f, "NF-κB", "tenant_a-la", 1));
+        assert_true(ranks(f, "NF-\xCE\x9A\xCE\x92", "tenant_a-la", 1)); /* capitals */
+    }
+    /* The parts still match on their own. */
+    assert_true(search(f, "tenant_a", "cells", 0, &r) == 2);
+    sx_rag_result_clear(&r);
+    expect_same_as_fts5(f, "tenant_a", "IL-6 T-cell signalling TNF-α", NULL);
+}
+
+/* An index made by an earlier tokenizer (porter unicode61) is rebuilt
+ * with today's when the module opens, and finds compounds then. */
+static void test_old_index_rebuilt(void **state)
+{
+    struct fx *f = *state;
+    char ds[32], err[256];
+    sx_db *db;
+    sx_stmt *st;
+
+    dataset(f, "tenant_a", "papers", 1, ds);
+    put(f, "tenant_a", ds, "tenant_a-hy", "Cytokines", "IL-6 signalling in T-cells");
+    put(f, "tenant_a", ds, "tenant_a-f1", "Filler", "unrelated words about the weather");
+    db = sx_store_acquire(f->store);
+    assert_int_equal(sx_db_exec(db, "DROP TABLE rag_fts_tenant_a_v; DROP TABLE rag_fts_tenant_a;"
+                                    "CREATE VIRTUAL TABLE rag_fts_tenant_a USING fts5(title, "
+                                    "text, meta, ds, content='rag_chunks', content_rowid='id', "
+                                    "tokenize='porter unicode61 remove_diacritics 2');"
+                                    "CREATE VIRTUAL TABLE rag_fts_tenant_a_v USING "
+                                    "fts5vocab(rag_fts_tenant_a, 'row');"
+                                    "INSERT INTO rag_fts_tenant_a(rowid, title, text, meta, ds)"
+                                    " SELECT id, title, text, meta, ds FROM rag_chunks"), 0);
+    sx_store_release(f->store, db);
+    sx_rag_close(f->rag);
+
+    f->rag = sx_rag_open(f->store, NULL, NULL, err, sizeof(err));
+    assert_non_null(f->rag);
+    db = sx_store_acquire(f->store);
+    st = sx_db_query(db, "SELECT sql FROM sqlite_master WHERE name = 'rag_fts_tenant_a'", "");
+    assert_int_equal(sx_stmt_step(st), SX_STORE_ROW);
+    assert_non_null(strstr(sx_stmt_text(st, 0), "tokenize='sx_rag'"));
+    sx_stmt_done(st);
+    sx_store_release(f->store, db);
+    assert_true(ranks(f, "IL6", "tenant_a-hy", 1));
+    assert_true(ranks(f, "weather", "tenant_a-f1", 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -820,6 +909,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_tenant_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_df_cache_follows_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_postings_follow_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compounds_and_greek, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_index_rebuilt, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,48 @@ static void test_expression_shape(void **state)
     assert_string_equal(expr, "");
 }
 
+static double weight_of(const struct sx_rag_terms *t, const char *term)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->term[i], term) == 0)
+            return t->weight[i];
+    return 0;
+}
+
+/* A hyphenated compound weighs as two words: joined (as the index's
+ * tokenizer adds it) and its parts sharing the other. Dashes are not
+ * hyphens. */
+static void test_hyphenated_compounds(void **state)
+{
+    struct sx_rag_terms t;
+    char big[256];
+
+    (void)state;
+    parse("IL-6 and pro-inflammatory T\xE2\x80\x90" "cells, 10\xE2\x80\x93" "20 x- y", &t);
+    assert_plain(&t);
+    assert_true(weight_of(&t, "il6") == 1.0);
+    assert_true(weight_of(&t, "il") == 0.5 && weight_of(&t, "6") == 0.5);
+    assert_true(weight_of(&t, "proinflammatory") == 1.0);
+    assert_true(weight_of(&t, "pro") == 0.5 && weight_of(&t, "inflammatory") == 0.5);
+    assert_true(weight_of(&t, "tcells") == 1.0 && weight_of(&t, "cells") == 0.5);
+    assert_true(weight_of(&t, "10") == 1.0 && weight_of(&t, "20") == 1.0);
+    assert_true(weight_of(&t, "1020") == 0 && weight_of(&t, "xy") == 0);
+    assert_true(weight_of(&t, "and") == 0);
+
+    /* Three parts share one word's weight; a joined form longer than a
+     * term is left out, its parts stay. */
+    parse("state-of-art", &t);
+    assert_true(weight_of(&t, "stateofart") == 1.0);
+    assert_true(fabs(weight_of(&t, "state") - 1.0 / 3) < 1e-12);
+    memset(big, 'a', 40);
+    big[40] = '-';
+    memset(big + 41, 'b', 40);
+    big[81] = '\0';
+    parse(big, &t);
+    assert_int_equal(t.n, 2);
+    assert_true(t.weight[0] == 0.5 && t.weight[1] == 0.5);
+}
+
 static void test_unicode_words_and_separators(void **state)
 {
     struct sx_rag_terms t;
@@ -193,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_duplicates_become_weights),
         cmocka_unit_test(test_fts_operators_are_plain_words),
         cmocka_unit_test(test_expression_shape),
+        cmocka_unit_test(test_hyphenated_compounds),
         cmocka_unit_test(test_unicode_words_and_separators),
         cmocka_unit_test(test_invalid_utf8_and_limits),
         cmocka_unit_test(test_normalise),
