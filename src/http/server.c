@@ -57,20 +57,28 @@ static uint64_t rng_next(void)
     return result;
 }
 
+/* "req_", 9 base62 digits of the wall-clock millisecond, then 15 random
+ * base62 characters (about 89 bits). Time first makes ids sort in the
+ * order they were made, so the usage ledger's primary key grows at its
+ * end instead of at random pages of an index larger than the cache (the
+ * ULID / UUIDv7 idea); the alphabet is in ASCII order for that. */
 static void make_request_id(char out[32])
 {
     static const char alphabet[] =
         "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    uint64_t bits = 0;
+    uint64_t ms = (uint64_t)sx_time_now_ms(), bits = 0;
 
-    /* 24 base62 characters (about 140 bits) taken 6 bits at a time, ten
-     * per 64-bit draw; values >= 62 fold, a bias that is harmless for an
-     * identifier. */
     memcpy(out, "req_", 4);
-    for (int i = 0; i < 24; i++) {
+    for (int i = 12; i >= 4; i--) { /* 62^9 ms is 428,000 years */
+        out[i] = alphabet[ms % 62];
+        ms /= 62;
+    }
+    /* Random characters 6 bits at a time, ten per 64-bit draw; values
+     * >= 62 fold, a bias that is harmless for an identifier. */
+    for (int i = 0; i < 15; i++) {
         if (i % 10 == 0)
             bits = rng_next();
-        out[4 + i] = alphabet[(bits & 63) % 62];
+        out[13 + i] = alphabet[(bits & 63) % 62];
         bits >>= 6;
     }
     out[28] = '\0';

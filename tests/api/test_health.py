@@ -1,5 +1,6 @@
 """/healthz, /readyz, /metrics; request ids; unknown routes and methods."""
 import re
+import time
 
 from conftest import assert_error
 
@@ -20,6 +21,15 @@ def test_readyz(api):
 def test_request_ids_are_unique(api):
     ids = {api.get("/healthz", root=True).headers["x-request-id"] for _ in range(20)}
     assert len(ids) == 20
+    assert all(re.fullmatch(r"req_[0-9A-Za-z]{24}", i) for i in ids)
+
+
+def test_request_ids_sort_by_creation(api):
+    """The time comes first, so the ledger's primary key appends."""
+    first = api.get("/healthz", root=True).headers["x-request-id"]
+    time.sleep(0.005)
+    second = api.get("/healthz", root=True).headers["x-request-id"]
+    assert first[:13] < second[:13]
     r = api.get("/tenants")
     assert r.status_code == 401 and r.headers["x-request-id"].startswith("req_")
 
