@@ -14,6 +14,7 @@
 #include "backend/internal.h"
 
 #include "base/err.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/time.h"
@@ -818,6 +819,8 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     struct up_job *j = calloc(1, sizeof(*j));
     sx_loop *l = sx_loop_current();
     struct up_loop *ul = l ? loop_state(u, l) : NULL;
+    struct sx_json_out out = {0};
+    size_t body_len = 0;
     char url[2048];
 
     if (!j) {
@@ -827,7 +830,8 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     }
     j->base.backend = &u->base;
     j->type = type;
-    j->body = json_dumps(body, JSON_COMPACT);
+    sx_json_out_value(&out, body);
+    j->body = sx_json_out_take(&out, &body_len);
     json_decref(body);
     j->ul = ul;
     if (ul && ul->n_spare) {
@@ -843,6 +847,7 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
         return NULL;
     }
     curl_easy_setopt(j->easy, CURLOPT_URL, url);
+    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
     curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, u->headers);
     curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_write);

@@ -267,7 +267,7 @@ void sx_json_out_raw(struct sx_json_out *o, const char *s, size_t n)
 
 void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
+    static const char hex[] = "0123456789ABCDEF";
     size_t i = 0, run;
 
     sx_json_out_raw(o, "\"", 1);
@@ -300,6 +300,12 @@ void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n)
         case '\t':
             sx_json_out_raw(o, "\\t", 2);
             break;
+        case '\b':
+            sx_json_out_raw(o, "\\b", 2);
+            break;
+        case '\f':
+            sx_json_out_raw(o, "\\f", 2);
+            break;
         default: {
             char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 
@@ -319,16 +325,92 @@ void sx_json_out_int(struct sx_json_out *o, long long v)
     sx_json_out_raw(o, b, (size_t)n);
 }
 
-void sx_json_out_value(struct sx_json_out *o, const json_t *v)
+/* A real as json_dumps() writes it (17 significant digits, and a ".0"
+ * when that alone would read back as an integer). */
+static void out_real(struct sx_json_out *o, double d)
 {
-    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char b[40], *e;
+    int n = snprintf(b, sizeof(b) - 2, "%.17g", d);
 
-    if (!s) {
+    if (n < 0 || n >= (int)sizeof(b) - 2) {
         o->failed = true;
         return;
     }
-    sx_json_out_raw(o, s, strlen(s));
-    free(s);
+    if ((e = strchr(b, 'e')) != NULL) { /* "e+07" is written "e7" */
+        char *d = e + 1, *from = d;
+
+        if (*from == '-')
+            d++, from++;
+        else if (*from == '+')
+            from++;
+        while (*from == '0' && from[1])
+            from++;
+        memmove(d, from, strlen(from) + 1);
+        n = (int)strlen(b);
+    } else if (!strchr(b, '.')) {
+        b[n++] = '.';
+        b[n++] = '0';
+    }
+    sx_json_out_raw(o, b, (size_t)n);
+}
+
+#define OUT_DEPTH_MAX 2048 /* deeper trees are refused, as a cycle would be */
+
+static void out_value(struct sx_json_out *o, const json_t *v, int depth)
+{
+    size_t i, n;
+    void *it;
+
+    if (!v || depth > OUT_DEPTH_MAX) {
+        o->failed = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        sx_json_out_raw(o, "{", 1);
+        for (it = json_object_iter((json_t *)v), n = 0; it;
+             it = json_object_iter_next((json_t *)v, it), n++) {
+            if (n)
+                sx_json_out_raw(o, ",", 1);
+            sx_json_out_str(o, json_object_iter_key(it), json_object_iter_key_len(it));
+            sx_json_out_raw(o, ":", 1);
+            out_value(o, json_object_iter_value(it), depth + 1);
+        }
+        sx_json_out_raw(o, "}", 1);
+        break;
+    case JSON_ARRAY:
+        sx_json_out_raw(o, "[", 1);
+        for (i = 0, n = json_array_size(v); i < n; i++) {
+            if (i)
+                sx_json_out_raw(o, ",", 1);
+            out_value(o, json_array_get(v, i), depth + 1);
+        }
+        sx_json_out_raw(o, "]", 1);
+        break;
+    case JSON_STRING:
+        sx_json_out_str(o, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        sx_json_out_int(o, (long long)json_integer_value(v));
+        break;
+    case JSON_REAL:
+        out_real(o, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        sx_json_out_raw(o, "true", 4);
+        break;
+    case JSON_FALSE:
+        sx_json_out_raw(o, "false", 5);
+        break;
+    case JSON_NULL:
+        sx_json_out_raw(o, "null", 4);
+        break;
+    }
+}
+
+void sx_json_out_value(struct sx_json_out *o, const json_t *v)
+{
+    out_value(o, v, 0);
 }
 
 char *sx_json_out_take(struct sx_json_out *o, size_t *len)

@@ -67,12 +67,14 @@ struct sx_json_out {
 /* Appends raw JSON text (the caller's, already valid). */
 void sx_json_out_raw(struct sx_json_out *o, const char *s, size_t n);
 /* Appends s[0..n) (UTF-8) as a JSON string literal, quotes included:
- * '"', '\\' and control characters escaped, the rest as it is. */
+ * '"', '\\' and control characters escaped (as jansson does), the rest
+ * as it is. */
 void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n);
 /* Appends an integer. */
 void sx_json_out_int(struct sx_json_out *o, long long v);
-/* Appends v serialised compactly (jansson), for the parts that are trees
- * already. */
+/* Appends v serialised compactly, byte for byte as json_dumps(v,
+ * JSON_COMPACT | JSON_ENCODE_ANY) would (keys in insertion order, reals
+ * with 17 digits), for the parts that are trees already. */
 void sx_json_out_value(struct sx_json_out *o, const json_t *v);
 /* The NUL-terminated text (the caller frees it) and its length, or NULL
  * when an allocation failed; the writer is empty afterwards. */

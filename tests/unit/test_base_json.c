@@ -172,6 +172,39 @@ static void test_out_round_trip(void **state)
     free(out);
 }
 
+/* sx_json_out_value() writes what json_dumps(JSON_COMPACT) does, byte for
+ * byte: key order, escapes, integers, reals (exponents, ".0", 17 digits),
+ * nesting, empty containers. */
+static void test_out_value_as_jansson(void **state)
+{
+    static const char *const texts[] = {
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\nb\\t\\\"c\\\\\"}],"
+        "\"temperature\":0.7,\"top_p\":1.0,\"max_tokens\":16,\"stream\":false,\"stop\":null,"
+        "\"n\":{},\"m\":[],\"z\":true}",
+        "[1e300, -2.5e-8, 3.0, 0.1, 123456789012345678, -0.0, 1e21, 5e-324, 1.7976931348623157e308]",
+        "{\"ctl\":\"\\u0001\\u001f\\b\\f\\r\\u007f/\\u00e9\\u20ac\\ud83d\\udc8a\"}",
+        "{\"b\":1,\"a\":{\"d\":[[[]]],\"c\":\"\"}}",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        json_t *v = json_loads(texts[i], 0, NULL);
+        struct sx_json_out o = {0};
+        char *want, *got;
+        size_t len;
+
+        assert_non_null(v);
+        want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        sx_json_out_value(&o, v);
+        got = sx_json_out_take(&o, &len);
+        assert_non_null(got);
+        assert_string_equal(got, want);
+        assert_int_equal(len, strlen(want));
+        free(want);
+        free(got);
+        json_decref(v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +213,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),      cmocka_unit_test(test_top_level_and_empty),
         cmocka_unit_test(test_typed_lookups),
         cmocka_unit_test(test_out_round_trip),
+        cmocka_unit_test(test_out_value_as_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
