@@ -21,6 +21,7 @@
 
 #include <curl/curl.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -113,10 +114,18 @@ struct up_loop {
     int n_spare;
 };
 
+/* A socket of the loop's curl multi. When curl lets go of one that stays
+ * open (its connection goes back to the cache), it stays watched for
+ * EPOLLIN, "parked": the next relay on that connection asks for the same
+ * event, which then costs no epoll_ctl; an event on a parked socket (the
+ * server closed it) unwatches it; curl closing it (close_socket) removes
+ * it for good. */
 struct up_sock {
     struct sx_loop_watch watch;
     struct up_loop *ul;
     struct up_sock *next, *prev;
+    uint32_t events; /* what the watch asks for */
+    bool parked;
 };
 
 static struct up_loop *loop_state(struct upstream *u, sx_loop *l);
@@ -616,6 +625,28 @@ static void *io_main(void *arg)
 
 /* ---- relays on an event loop ----------------------------------------------- */
 
+static void sock_drop(struct up_sock *k)
+{
+    struct up_loop *ul = k->ul;
+
+    sx_loop_unwatch(ul->loop, &k->watch);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        ul->socks = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    free(k);
+}
+
+static struct up_sock *sock_find(struct up_loop *ul, curl_socket_t s)
+{
+    for (struct up_sock *k = ul->socks; k; k = k->next)
+        if (k->watch.fd == s)
+            return k;
+    return NULL;
+}
+
 static void loop_io(void *ctx, uint32_t events)
 {
     struct up_sock *k = ctx;
@@ -625,6 +656,10 @@ static void loop_io(void *ctx, uint32_t events)
                 (events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
     int running;
 
+    if (k->parked) { /* an idle connection spoke or closed: curl finds out on reuse */
+        sock_drop(k);
+        return;
+    }
     /* k may be gone after this (curl let go of the socket). */
     curl_multi_socket_action(ul->multi, k->watch.fd, flags, &running);
     reap(ul->u, ul->multi);
@@ -635,21 +670,24 @@ static int loop_socket(CURL *easy, curl_socket_t s, int what, void *userp, void 
 {
     struct up_loop *ul = userp;
     struct up_sock *k = socketp;
+    uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
 
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
         if (k) {
-            sx_loop_unwatch(ul->loop, &k->watch);
-            if (k->prev)
-                k->prev->next = k->next;
-            else
-                ul->socks = k->next;
-            if (k->next)
-                k->next->prev = k->prev;
-            free(k);
             curl_multi_assign(ul->multi, s, NULL);
+            k->parked = true;
+            if (k->events != EPOLLIN) {
+                k->events = EPOLLIN;
+                if (sx_loop_watch(ul->loop, &k->watch, EPOLLIN) != 0)
+                    sock_drop(k);
+            }
         }
         return 0;
+    }
+    if (!k && (k = sock_find(ul, s)) != NULL) {
+        k->parked = false;
+        curl_multi_assign(ul->multi, s, k);
     }
     if (!k) {
         if (!(k = calloc(1, sizeof(*k))))
@@ -662,11 +700,24 @@ static int loop_socket(CURL *easy, curl_socket_t s, int what, void *userp, void 
         ul->socks = k;
         curl_multi_assign(ul->multi, s, k);
     }
-    return sx_loop_watch(ul->loop, &k->watch,
-                         (what & CURL_POLL_IN ? EPOLLIN : 0) |
-                             (what & CURL_POLL_OUT ? EPOLLOUT : 0)) == 0
-               ? 0
-               : -1;
+    if (k->events == events && k->watch.added)
+        return 0;
+    k->events = events;
+    return sx_loop_watch(ul->loop, &k->watch, events) == 0 ? 0 : -1;
+}
+
+/* curl closes a socket of this loop's multi: it is unwatched first. */
+static int close_socket(void *clientp, curl_socket_t s)
+{
+    struct up_loop *ul = clientp;
+    struct up_sock *k = sock_find(ul, s);
+
+    if (k) {
+        if (!k->parked)
+            curl_multi_assign(ul->multi, s, NULL);
+        sock_drop(k);
+    }
+    return close(s);
 }
 
 static void loop_timeout(void *ctx)
@@ -715,13 +766,8 @@ static void loop_free(void *ctx)
     while (ul->n_spare)
         curl_easy_cleanup(ul->spare[--ul->n_spare]);
     curl_multi_cleanup(ul->multi);
-    while (ul->socks) { /* sockets curl did not say it let go of */
-        struct up_sock *k = ul->socks;
-
-        ul->socks = k->next;
-        sx_loop_unwatch(ul->loop, &k->watch);
-        free(k);
-    }
+    while (ul->socks) /* sockets curl did not say it let go of */
+        sock_drop(ul->socks);
     atomic_fetch_sub(&ul->u->loops, 1);
     free(ul);
 }
@@ -768,6 +814,9 @@ static int start_on_loop(struct upstream *u, struct up_job *j, uint64_t *id,
 
     if (!l || l != sx_loop_current())
         return 1;
+    /* The connection this relay opens closes through close_socket(). */
+    curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETDATA, ul);
     j->id = (atomic_fetch_add(&u->next_id, 1) + 1) |
             (uint64_t)(sx_loop_index(l) + 1) << ID_LOOP_SHIFT;
     if (id)

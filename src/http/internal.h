@@ -52,7 +52,23 @@ struct sx_http_worker {
     struct MHD_Daemon *daemon;
     struct sx_loop_watch watch; /* the daemon's epoll descriptor */
     MHD_socket listen_fd;       /* after quiesce: closed at the stop */
+    /* MHD_run() costs a system call even with nothing to do, so the loop
+     * runs it only when the daemon's descriptor was ready, a connection
+     * was resumed (kick, from any thread), or MHD's timeout is due. */
+    atomic_bool kick;
+    int64_t due_ns; /* CLOCK_MONOTONIC; INT64_MAX: no timeout */
 };
+
+/* The worker whose loop runs on this thread (NULL elsewhere). */
+extern _Thread_local struct sx_http_worker *sx_http_current_worker;
+
+/* Makes the worker run MHD before its loop next waits (any thread; the
+ * caller wakes the loop if it is another's). */
+static inline void sx_http_worker_kick(struct sx_http_worker *w)
+{
+    if (w)
+        atomic_store_explicit(&w->kick, true, memory_order_release);
+}
 
 struct sx_http_server {
     struct sx_http_worker *workers; /* NULL until started */

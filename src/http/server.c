@@ -719,22 +719,32 @@ static void stop_workers(sx_http_server *s)
 
 /* Before each wait of a worker's loop: MHD does what is ready (requests,
  * resumed responses, timeouts) and says how long the loop may sleep. */
+_Thread_local struct sx_http_worker *sx_http_current_worker;
+
 static int worker_run(void *ctx)
 {
     struct sx_http_worker *w = ctx;
     MHD_UNSIGNED_LONG_LONG ms;
+    int64_t now = sx_time_mono_ns(), left;
 
-    MHD_run(w->daemon);
-    if (MHD_get_timeout(w->daemon, &ms) != MHD_YES)
+    sx_http_current_worker = w;
+    if (atomic_exchange_explicit(&w->kick, false, memory_order_acq_rel) || now >= w->due_ns) {
+        MHD_run(w->daemon);
+        w->due_ns = INT64_MAX;
+        if (MHD_get_timeout(w->daemon, &ms) == MHD_YES)
+            w->due_ns = now + (int64_t)(ms > 60000 ? 60000 : ms) * 1000000;
+    }
+    if (w->due_ns == INT64_MAX)
         return -1;
-    return ms > 60000 ? 60000 : (int)ms;
+    left = w->due_ns - now;
+    return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
 }
 
-/* The daemon's epoll descriptor only wakes the loop; worker_run runs it. */
+/* The daemon's epoll descriptor is ready: worker_run runs MHD next. */
 static void worker_wake(void *ctx, uint32_t events)
 {
-    (void)ctx;
     (void)events;
+    sx_http_worker_kick(ctx);
 }
 
 static void set_port(struct sockaddr_storage *a, int port)
@@ -753,6 +763,8 @@ static int start_worker(sx_http_server *s, struct sx_http_worker *w, unsigned fl
 
     w->srv = s;
     w->listen_fd = MHD_INVALID_SOCKET;
+    atomic_init(&w->kick, true);
+    w->due_ns = 0;
     if (!(w->loop = sx_loop_new(err, errlen)))
         return SX_EIO;
     w->daemon = MHD_start_daemon(

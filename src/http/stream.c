@@ -34,6 +34,7 @@ struct sx_http_stream {
     void *ctx;
     sx_http_stream *next, *prev; /* the server's live list */
     sx_loop *loop;               /* the loop that runs the connection */
+    struct sx_http_worker *worker; /* and its MHD daemon */
 };
 
 /* Resumes the parked connection. From another thread, the connection's
@@ -43,6 +44,7 @@ struct sx_http_stream {
 static void resume(sx_http_stream *st)
 {
     MHD_resume_connection(st->conn);
+    sx_http_worker_kick(st->worker);
     if (st->loop && st->loop != sx_loop_current())
         sx_loop_wake(st->loop);
 }
@@ -94,6 +96,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 static void stream_link(sx_http_server *s, sx_http_stream *st)
 {
     st->loop = sx_loop_current(); /* the handler runs on the connection's loop */
+    st->worker = sx_http_current_worker;
     atomic_fetch_add_explicit(&s->metrics.streams, 1, memory_order_relaxed);
     pthread_mutex_lock(&s->streams_mu);
     st->next = s->streams;
