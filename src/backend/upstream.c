@@ -233,41 +233,152 @@ static int on_chunk(struct up_job *j, json_t *o)
 /* A whole (non-streamed) completion: its text and logprobs through the
  * sink as one piece, usage and finish noted. 0, or nonzero (j->err set)
  * when the body is not an OpenAI completion. */
+/* What whole_response() keeps of a completion: its first choice's text,
+ * logprobs and finish reason, and the usage. As with jansson, the last of
+ * duplicate keys counts. */
+struct whole {
+    bool choice, finish_set, usage_prompt, usage_completion;
+    char *text;
+    size_t text_len;
+    json_t *items; /* logprobs.content */
+    char finish[32];
+    long long prompt_tokens, completion_tokens;
+};
+
+static void whole_clear_choice(struct whole *w)
+{
+    free(w->text);
+    w->text = NULL;
+    w->text_len = 0;
+    json_decref(w->items);
+    w->items = NULL;
+    w->finish_set = false;
+    w->choice = false;
+}
+
+/* A text field: the string, or nothing when it is another type. */
+static void read_text(struct sx_json_rd *r, struct whole *w)
+{
+    free(w->text);
+    w->text = NULL;
+    w->text_len = 0;
+    if (sx_json_rd_strdup(r, &w->text, &w->text_len) != 1)
+        w->text_len = 0;
+}
+
+static void read_choice(struct sx_json_rd *r, struct whole *w, bool chat)
+{
+    char key[32], k2[32];
+    const char *span;
+    size_t n;
+
+    w->choice = true;
+    while (sx_json_rd_member(r, key, sizeof(key))) {
+        if (chat && strcmp(key, "message") == 0) {
+            free(w->text);
+            w->text = NULL;
+            w->text_len = 0;
+            if (!sx_json_rd_object(r)) {
+                sx_json_rd_skip(r);
+                continue;
+            }
+            while (sx_json_rd_member(r, k2, sizeof(k2)))
+                if (strcmp(k2, "content") == 0)
+                    read_text(r, w);
+                else
+                    sx_json_rd_skip(r);
+        } else if (!chat && strcmp(key, "text") == 0) {
+            read_text(r, w);
+        } else if (strcmp(key, "logprobs") == 0) {
+            json_decref(w->items);
+            w->items = NULL;
+            if (!sx_json_rd_object(r)) {
+                sx_json_rd_skip(r);
+                continue;
+            }
+            while (sx_json_rd_member(r, k2, sizeof(k2))) {
+                if (strcmp(k2, "content") == 0 && sx_json_rd_span(r, &span, &n)) {
+                    json_decref(w->items); /* rare: jansson for the tree */
+                    w->items = json_loadb(span, n, 0, NULL);
+                    if (!json_is_array(w->items)) {
+                        json_decref(w->items);
+                        w->items = NULL;
+                    }
+                } else if (strcmp(k2, "content") != 0) {
+                    sx_json_rd_skip(r);
+                }
+            }
+        } else if (strcmp(key, "finish_reason") == 0) {
+            w->finish_set = sx_json_rd_str(r, w->finish, sizeof(w->finish), NULL) == 1;
+        } else {
+            sx_json_rd_skip(r);
+        }
+    }
+}
+
+/* Reads a whole (non-streamed) completion, into the sink as one delta.
+ * Read in place (base/json's reader): building a jansson tree of the
+ * answer was the largest single cost of a relayed request. */
 static int whole_response(struct upstream *u, struct up_job *j)
 {
-    json_t *o = json_loadb(j->buf ? j->buf : "", j->len, 0, NULL);
-    json_t *c0 = json_array_get(json_object_get(o, "choices"), 0), *usage, *text, *lp;
-    json_t *items, *fr;
+    struct sx_json_rd r;
+    struct whole w = {0};
+    char key[32];
+    bool chat = j->kind == SX_GEN_CHAT;
 
-    if (!json_is_object(c0)) {
-        json_decref(o);
+    sx_json_rd_init(&r, j->buf ? j->buf : "", j->len);
+    if (sx_json_rd_object(&r)) {
+        while (sx_json_rd_member(&r, key, sizeof(key))) {
+            if (strcmp(key, "choices") == 0) {
+                whole_clear_choice(&w);
+                if (!sx_json_rd_array(&r)) {
+                    sx_json_rd_skip(&r);
+                    continue;
+                }
+                for (int i = 0; sx_json_rd_element(&r); i++)
+                    if (i == 0 && sx_json_rd_object(&r))
+                        read_choice(&r, &w, chat);
+                    else
+                        sx_json_rd_skip(&r);
+            } else if (strcmp(key, "usage") == 0) {
+                w.usage_prompt = w.usage_completion = false;
+                if (!sx_json_rd_object(&r)) {
+                    sx_json_rd_skip(&r);
+                    continue;
+                }
+                while (sx_json_rd_member(&r, key, sizeof(key)))
+                    if (strcmp(key, "prompt_tokens") == 0)
+                        w.usage_prompt = sx_json_rd_int(&r, &w.prompt_tokens) == 1;
+                    else if (strcmp(key, "completion_tokens") == 0)
+                        w.usage_completion = sx_json_rd_int(&r, &w.completion_tokens) == 1;
+                    else
+                        sx_json_rd_skip(&r);
+            } else {
+                sx_json_rd_skip(&r);
+            }
+        }
+    }
+    if (!sx_json_rd_end(&r) || !w.choice) {
+        whole_clear_choice(&w);
         return sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
                            "the upstream model server for '%s' sent a response that is "
                            "not an OpenAI completion", u->base.name);
     }
-    usage = json_object_get(o, "usage");
-    if (json_is_integer(json_object_get(usage, "prompt_tokens")) &&
-        json_is_integer(json_object_get(usage, "completion_tokens"))) {
+    if (w.usage_prompt && w.usage_completion) {
         j->usage = true;
-        j->prompt_tokens = json_integer_value(json_object_get(usage, "prompt_tokens"));
-        j->completion_tokens = json_integer_value(json_object_get(usage, "completion_tokens"));
+        j->prompt_tokens = w.prompt_tokens;
+        j->completion_tokens = w.completion_tokens;
     }
-    text = j->kind == SX_GEN_CHAT ? json_object_get(json_object_get(c0, "message"), "content")
-                                  : json_object_get(c0, "text");
-    lp = json_object_get(c0, "logprobs");
-    items = json_is_object(lp) ? json_object_get(lp, "content") : NULL;
     /* As in a stream, the sink's refusal (the client went away) ends the
      * job without an upstream error. */
-    if (json_string_length(text) || json_is_array(items)) {
-        j->out_bytes += (int64_t)json_string_length(text);
+    if (w.text_len || w.items) {
+        j->out_bytes += (int64_t)w.text_len;
         j->out_chunks++;
-        j->sink.delta(j->sink.ctx, json_is_string(text) ? json_string_value(text) : "",
-                      json_string_length(text), json_is_array(items) ? items : NULL);
+        j->sink.delta(j->sink.ctx, w.text ? w.text : "", w.text_len, w.items);
     }
-    fr = json_object_get(c0, "finish_reason");
     j->saw_finish = true;
-    j->finish_reason = static_finish(json_is_string(fr) ? json_string_value(fr) : NULL);
-    json_decref(o);
+    j->finish_reason = static_finish(w.finish_set ? w.finish : NULL);
+    whole_clear_choice(&w);
     return 0;
 }
 

@@ -80,4 +80,43 @@ void sx_json_out_value(struct sx_json_out *o, const json_t *v);
  * when an allocation failed; the writer is empty afterwards. */
 char *sx_json_out_take(struct sx_json_out *o, size_t *len);
 
+/* ---- reading in place ----------------------------------------------------
+ * A JSON text read without building a tree, for hot bodies whose fields are
+ * known ahead (an upstream's completion): the caller walks it, reading the
+ * values it wants and skipping the rest, and the reader checks what it
+ * passes as strictly as jansson would (syntax, UTF-8, no NUL in strings,
+ * integers within 64 bits). A container opened must be read to its end
+ * (or skipped whole). Any error marks the reader bad, and every call after
+ * it fails. */
+struct sx_json_rd {
+    const char *p, *end;
+    bool first; /* no member or element read yet in the open container */
+    bool bad;
+};
+
+void sx_json_rd_init(struct sx_json_rd *r, const char *s, size_t n);
+/* Enters the next value if it is an object / array (false otherwise,
+ * nothing consumed). */
+bool sx_json_rd_object(struct sx_json_rd *r);
+bool sx_json_rd_array(struct sx_json_rd *r);
+/* The next member of the object being read, its key decoded into key
+ * (cut to cap - 1 bytes, so a longer key equals no shorter name); the
+ * value is next. false after the last (the object is closed) or on an
+ * error. */
+bool sx_json_rd_member(struct sx_json_rd *r, char *key, size_t cap);
+/* Whether the array being read has another element (it is next). */
+bool sx_json_rd_element(struct sx_json_rd *r);
+/* Value readers: 1 read, 0 the value is of another type and was skipped,
+ * -1 error. sx_json_rd_str cuts a string to cap - 1 bytes (after a whole
+ * character) and NUL-terminates it. */
+int sx_json_rd_str(struct sx_json_rd *r, char *buf, size_t cap, size_t *len);
+int sx_json_rd_strdup(struct sx_json_rd *r, char **out, size_t *len); /* malloc'd */
+int sx_json_rd_int(struct sx_json_rd *r, long long *v);
+/* Skips the next value; with span, gives its text too (to hand a part to
+ * jansson). */
+bool sx_json_rd_skip(struct sx_json_rd *r);
+bool sx_json_rd_span(struct sx_json_rd *r, const char **s, size_t *n);
+/* Whether the whole text was read without error. */
+bool sx_json_rd_end(struct sx_json_rd *r);
+
 #endif

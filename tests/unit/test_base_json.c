@@ -205,6 +205,110 @@ static void test_out_value_as_jansson(void **state)
     }
 }
 
+/* The in-place reader accepts exactly the texts jansson accepts (any top
+ * level), over a set of valid and broken ones. */
+static void test_reader_agrees_with_jansson(void **state)
+{
+    static const char *const texts[] = {
+        "{}", "[]", " {\"a\" : [1, -2, 3.5e-3, true, false, null, \"x\"]} ", "\"s\"", "0", "-0",
+        "9223372036854775807", "-9223372036854775808", "9223372036854775808", "1e999",
+        "1e-999", "01", "-", "1.", ".5", "1e", "1e+", "+1", "[1,]", "[,1]", "{\"a\":1,}",
+        "{\"a\" 1}", "{a:1}", "[1 2]", "\"\\u0000\"", "\"\\ud83d\\udc8a\"", "\"\\ud83d\"",
+        "\"\\udc8a\"", "\"\\ud83dx\"", "\"\\x\"", "\"\\u12\"", "\"a\tb\"", "\"\xc3\xa9\"",
+        "\"\xc3\"", "\"\xed\xa0\x80\"", "\"\xc0\xaf\"", "[1] x", "", "   ", "tru", "nulls",
+        "{\"a\":{\"b\":[{\"c\":\"\\n\\\"\\\\\\/\\b\\f\\r\\t\"}]}}", "[[[[[[]]]]]]", "[\"a\"",
+        "{\"k\":\"v\"", "123456789012345678901234567890", "[\"\\u\x02" "DD[\"]",
+        "[\"\\uD83D\\u0041\"]", "[\"\\uZZZZ\"]", "[1e400]", "[-1e-400]",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        struct sx_json_rd r;
+        json_t *v = json_loadb(texts[i], strlen(texts[i]), JSON_DECODE_ANY, NULL);
+        bool ours;
+
+        sx_json_rd_init(&r, texts[i], strlen(texts[i]));
+        ours = sx_json_rd_skip(&r) && sx_json_rd_end(&r);
+        if (ours != (v != NULL))
+            fail_msg("text %zu (%s): reader %d, jansson %d", i, texts[i], ours, v != NULL);
+        json_decref(v);
+    }
+}
+
+/* Walking a completion: members, nested objects, arrays, typed reads,
+ * skipping, a span handed to jansson, and a cut string. */
+static void test_reader_walk(void **state)
+{
+    const char *text = "{\"id\":\"x\",\"choices\":[{\"message\":{\"role\":\"assistant\","
+                       "\"content\":\"Hi \\u00e9\\n\"},\"logprobs\":{\"content\":[{\"t\":1}]},"
+                       "\"finish_reason\":\"a_very_long_reason_that_does_not_fit\"},{\"x\":1}],"
+                       "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3.0}}";
+    struct sx_json_rd r;
+    char key[16], k2[16], small[8];
+    char *content = NULL;
+    size_t len = 0, n;
+    const char *span = NULL;
+    long long pt = -1, ct = -1;
+    int elements = 0, ct_rc = -2;
+
+    (void)state;
+    sx_json_rd_init(&r, text, strlen(text));
+    assert_true(sx_json_rd_object(&r));
+    while (sx_json_rd_member(&r, key, sizeof(key))) {
+        if (strcmp(key, "choices") == 0) {
+            assert_true(sx_json_rd_array(&r));
+            while (sx_json_rd_element(&r)) {
+                if (elements++ > 0) {
+                    assert_true(sx_json_rd_skip(&r));
+                    continue;
+                }
+                assert_true(sx_json_rd_object(&r));
+                while (sx_json_rd_member(&r, k2, sizeof(k2))) {
+                    if (strcmp(k2, "message") == 0) {
+                        assert_true(sx_json_rd_object(&r));
+                        while (sx_json_rd_member(&r, key, sizeof(key)))
+                            if (strcmp(key, "content") == 0)
+                                assert_int_equal(sx_json_rd_strdup(&r, &content, &len), 1);
+                            else
+                                assert_int_equal(sx_json_rd_int(&r, &pt), 0); /* a string */
+                    } else if (strcmp(k2, "logprobs") == 0) {
+                        assert_true(sx_json_rd_span(&r, &span, &n));
+                    } else {
+                        assert_int_equal(sx_json_rd_str(&r, small, sizeof(small), &n), 1);
+                        assert_string_equal(small, "a_very_");
+                        assert_int_equal(n, 7);
+                    }
+                }
+            }
+        } else if (strcmp(key, "usage") == 0) {
+            assert_true(sx_json_rd_object(&r));
+            while (sx_json_rd_member(&r, k2, sizeof(k2)))
+                if (strcmp(k2, "prompt_tokens") == 0)
+                    assert_int_equal(sx_json_rd_int(&r, &pt), 1);
+                else
+                    ct_rc = sx_json_rd_int(&r, &ct);
+        } else {
+            assert_true(sx_json_rd_skip(&r));
+        }
+    }
+    assert_true(sx_json_rd_end(&r));
+    assert_int_equal(elements, 2);
+    assert_string_equal(content, "Hi \xc3\xa9\n");
+    assert_int_equal(len, 6);
+    assert_int_equal(pt, 12);
+    assert_int_equal(ct_rc, 0); /* 3.0 is no integer */
+    assert_int_equal(ct, -1);
+    assert_memory_equal(span, "{\"content\":[{\"t\":1}]}", n);
+    free(content);
+
+    /* An error sticks: every later call fails. */
+    sx_json_rd_init(&r, "{\"a\":tru}", 9);
+    assert_true(sx_json_rd_object(&r));
+    assert_true(sx_json_rd_member(&r, key, sizeof(key)));
+    assert_false(sx_json_rd_skip(&r));
+    assert_false(sx_json_rd_member(&r, key, sizeof(key)));
+    assert_false(sx_json_rd_end(&r));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +318,8 @@ int main(void)
         cmocka_unit_test(test_typed_lookups),
         cmocka_unit_test(test_out_round_trip),
         cmocka_unit_test(test_out_value_as_jansson),
+        cmocka_unit_test(test_reader_agrees_with_jansson),
+        cmocka_unit_test(test_reader_walk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
