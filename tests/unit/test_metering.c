@@ -839,6 +839,20 @@ static void test_journal_segments_go(void **state)
     assert_int_equal(count_segments(jdir), 1); /* the one being written */
 }
 
+/* The offset just past the last record of a segment file (headers of 16
+ * bytes: magic, length, ...). */
+static long records_end(FILE *fp)
+{
+    uint32_t h[4];
+    long off = 0;
+
+    assert_non_null(fp);
+    while (fseek(fp, off, SEEK_SET) == 0 && fread(h, sizeof(h), 1, fp) == 1 &&
+           h[0] == 0x314a5853u)
+        off += 16 + (long)h[1];
+    return off;
+}
+
 /* A process that dies right after settling (no close, the ledger thread
  * still gathering) loses nothing: the next open commits the journaled
  * rows, exactly once, and ignores a record torn by the crash. */
@@ -881,12 +895,15 @@ static void test_journal_replay_after_crash(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_true(count_segments(jdir) >= 1);
 
-    /* 2. A torn record after the intact ones. */
+    /* 2. A torn record right after the intact ones (the segment is a
+     * reused file: zeros follow its records). */
     snprintf(path, sizeof(path), "%s/ledger-0000000001.journal", jdir);
     {
-        FILE *fp = fopen(path, "ab");
+        FILE *fp = fopen(path, "r+b");
+        long end = records_end(fp);
 
-        assert_non_null(fp);
+        assert_true(end > 0);
+        assert_int_equal(fseek(fp, end, SEEK_SET), 0);
         assert_int_equal(fwrite("\x53\x58\x4a\x31\x40\x00\x00", 1, 7, fp), 7);
         fclose(fp);
     }
@@ -899,6 +916,76 @@ static void test_journal_replay_after_crash(void **state)
         assert_int_equal(u.requests, 50);
         assert_int_equal(u.tokens, 250);
     }
+}
+
+static int count_apply(void *ctx, const void *rec, size_t len)
+{
+    (void)rec;
+    (void)len;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* Segment files are reused: a released one becomes the spare and then the
+ * next segment, written over from its start; what it held before is not
+ * replayed, and numbering continues above it after a restart. */
+static void test_journal_reuses_segments(void **state)
+{
+    struct fx *f = *state;
+    char jdir[128], err[256], rec[200], cmd[400];
+    struct journal *j;
+    uint32_t seq = 0, first_seq;
+    size_t records;
+    int n = 0;
+
+    snprintf(jdir, sizeof(jdir), "%s/reuse", f->dir);
+    j = sx_journal_open(jdir, true, err, sizeof(err));
+    assert_non_null(j);
+    snprintf(cmd, sizeof(cmd), "test -s '%s/spare-0000000000.journal'", jdir);
+    assert_int_equal(system(cmd), 0); /* the first spare, zeros */
+    memset(rec, 'a', sizeof(rec));
+
+    /* 1. Fill segment 1 and part of 2; release 1: it becomes the spare. */
+    do
+        assert_int_equal(sx_journal_append(j, rec, sizeof(rec), true, &seq), 0);
+    while (seq == 1);
+    first_seq = seq;
+    assert_int_equal(first_seq, 2);
+    sx_journal_release(j, 2);
+    snprintf(cmd, sizeof(cmd), "test -s '%s/spare-0000000001.journal' && "
+             "! test -e '%s/ledger-0000000001.journal'", jdir, jdir);
+    assert_int_equal(system(cmd), 0);
+
+    /* 2. Segment 3 is segment 1's file: 5 new records over 20,000 old. */
+    do
+        assert_int_equal(sx_journal_append(j, rec, sizeof(rec), true, &seq), 0);
+    while (seq == 2);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(sx_journal_append(j, rec, sizeof(rec), true, &seq), 0);
+    assert_int_equal(seq, 3);
+    sx_journal_release(j, 3);
+    sx_journal_close(j); /* a crash: nothing reset */
+
+    /* 3. Reopened: segment 3's five records, none of segment 1's. */
+    j = sx_journal_open(jdir, true, err, sizeof(err));
+    assert_non_null(j);
+    assert_int_equal(sx_journal_replay(j, count_apply, &n, &records), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(sx_journal_reset(j), 0);
+    sx_journal_close(j);
+
+    /* 4. After the reset the newest file is the spare, named for what it
+     * held, and numbering goes on above it. */
+    j = sx_journal_open(jdir, true, err, sizeof(err));
+    assert_non_null(j);
+    assert_int_equal(sx_journal_append(j, rec, sizeof(rec), true, &seq), 0);
+    assert_int_equal(seq, 4);
+    n = 0;
+    sx_journal_close(j);
+    j = sx_journal_open(jdir, true, err, sizeof(err));
+    assert_int_equal(sx_journal_replay(j, count_apply, &n, &records), 0);
+    assert_int_equal(n, 1);
+    sx_journal_close(j);
 }
 
 /* ---- formats and periods ------------------------------------------------ */
@@ -993,6 +1080,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_journal_write_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_replay_after_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_segments_go, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_reuses_segments, setup, teardown),
         cmocka_unit_test(test_format_duration),
         cmocka_unit_test(test_period_parse),
         cmocka_unit_test_setup_teardown(test_daily_fills_every_day, setup, teardown),
