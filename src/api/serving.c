@@ -73,6 +73,8 @@ struct gen {
     sx_loop *loop;           /* the HTTP event loop of the request */
     int loop_index;          /* its number then (it may stop first) */
     int settle_rc;           /* the ledger's verdict, for reply_on_loop */
+    atomic_bool awaiting;    /* the ledger has not called back yet */
+    bool expecting;          /* loop thread: counted in sx_loop_expect() */
     json_t *rag;             /* meta.rag, or NULL (RAG off) */
 };
 
@@ -422,6 +424,10 @@ static void reply_on_loop(void *ctx)
 {
     struct gen *g = ctx;
 
+    if (g->expecting) {
+        g->expecting = false;
+        sx_loop_expect(sx_loop_current(), -1);
+    }
     reply_settled(g, g->settle_rc);
 }
 
@@ -433,6 +439,7 @@ static void settled(void *ctx, int rc)
 {
     struct gen *g = ctx;
 
+    atomic_store(&g->awaiting, false);
     g->settle_rc = rc;
     if (g->loop && g->loop != sx_loop_current() &&
         sx_loop_post_at(g->loop_index, g->loop, reply_on_loop, g) == 0)
@@ -457,9 +464,18 @@ static void finish_gen(struct gen *g)
         reply_settled(g, 0);
         return;
     }
+    atomic_fetch_add(&g->refs, 1); /* g outlives a reply made inline */
+    atomic_store(&g->awaiting, true);
     rc = sx_meter_settle_then(g->app->meter, grant, &ev, settled, g);
     if (rc)
         reply_settled(g, rc);
+    else if (g->loop && g->loop == sx_loop_current() && atomic_exchange(&g->awaiting, false)) {
+        /* The journal's sync will post the reply here: the loop keeps
+         * polling for it a while rather than sleep. */
+        g->expecting = true;
+        sx_loop_expect(g->loop, 1);
+    }
+    gen_unref(g);
 }
 
 static void finish_task(struct sx_serving_task *t)
