@@ -223,6 +223,34 @@ static bool number(struct sx_json_rd *r, bool *integer)
     return true;
 }
 
+static bool skip(struct sx_json_rd *r, int depth);
+
+/* Skips the members (an object) or elements of a container whose opening
+ * bracket was just read, its closing one included. */
+static bool skip_items(struct sx_json_rd *r, int depth, char close, bool object)
+{
+    if (peek(r) == close) {
+        r->p++;
+        return true;
+    }
+    for (;;) {
+        if (object) {
+            if (peek(r) != '"' || !string(r, NULL, 0, NULL) || peek(r) != ':')
+                return fail(r);
+            r->p++;
+        }
+        if (!skip(r, depth + 1))
+            return false;
+        if (peek(r) == close) {
+            r->p++;
+            return true;
+        }
+        if (peek(r) != ',')
+            return fail(r);
+        r->p++;
+    }
+}
+
 static bool skip(struct sx_json_rd *r, int depth)
 {
     bool integer;
@@ -240,41 +268,10 @@ static bool skip(struct sx_json_rd *r, int depth)
         return literal(r, "null", 4);
     case '{':
         r->p++;
-        if (peek(r) == '}') {
-            r->p++;
-            return true;
-        }
-        for (;;) {
-            if (peek(r) != '"' || !string(r, NULL, 0, NULL) || peek(r) != ':')
-                return fail(r);
-            r->p++;
-            if (!skip(r, depth + 1))
-                return false;
-            if (peek(r) == '}') {
-                r->p++;
-                return true;
-            }
-            if (peek(r) != ',')
-                return fail(r);
-            r->p++;
-        }
+        return skip_items(r, depth, '}', true);
     case '[':
         r->p++;
-        if (peek(r) == ']') {
-            r->p++;
-            return true;
-        }
-        for (;;) {
-            if (!skip(r, depth + 1))
-                return false;
-            if (peek(r) == ']') {
-                r->p++;
-                return true;
-            }
-            if (peek(r) != ',')
-                return fail(r);
-            r->p++;
-        }
+        return skip_items(r, depth, ']', false);
     default:
         return number(r, &integer);
     }
