@@ -982,6 +982,7 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     struct sx_json_out out = {0};
     size_t body_len = 0;
     char url[2048];
+    bool spare;
 
     if (!j) {
         json_decref(body);
@@ -994,30 +995,30 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
     j->body = sx_json_out_take(&out, &body_len);
     json_decref(body);
     j->ul = ul;
-    if (ul && ul->n_spare) {
-        j->easy = ul->spare[--ul->n_spare];
-        curl_easy_reset(j->easy);
-    } else {
-        j->easy = curl_easy_init();
-    }
+    /* A spare handle is one of this upstream's on this loop: the options
+     * every relay shares are still set, only the relay's own change. */
+    spare = ul && ul->n_spare;
+    j->easy = spare ? ul->spare[--ul->n_spare] : curl_easy_init();
     snprintf(url, sizeof(url), "%s%s", u->url, path);
     if (!j->body || !j->easy) {
         job_free(j);
         sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
         return NULL;
     }
+    if (!spare) {
+        curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, u->headers);
+        curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)u->connect_ms);
+        curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(j->easy, CURLOPT_TCP_NODELAY, 1L);
+    }
     curl_easy_setopt(j->easy, CURLOPT_URL, url);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
-    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, u->headers);
-    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (char *)j);
     curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->errbuf);
-    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)u->connect_ms);
-    curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(j->easy, CURLOPT_TCP_NODELAY, 1L);
     return j;
 }
 

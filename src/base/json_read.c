@@ -95,6 +95,25 @@ static bool string(struct sx_json_rd *r, char *out, size_t cap, size_t *len)
         char tmp[4];
         size_t k;
 
+        if (c >= 0x20 && c < 0x80 && c != '\\') { /* a run of plain ASCII, in one copy */
+            const char *q = p + 1;
+
+            while (q < r->end && (unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 &&
+                   *q != '"' && *q != '\\')
+                q++;
+            k = (size_t)(q - p);
+            total += k;
+            if (out && !full) {
+                size_t room = cap - 1 - n;
+
+                memcpy(out + n, p, k < room ? k : room);
+                n += k < room ? k : room;
+                full = k > room;
+            }
+            p = q;
+            continue;
+        }
+
         if (c < 0x20)
             return fail(r);
         if (c == '\\') {
