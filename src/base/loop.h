@@ -72,7 +72,7 @@ int sx_loop_post_at(int index, const sx_loop *l, sx_loop_fn fn, void *ctx);
 
 /* On the loop's thread: delta more (or fewer) events are on their way to
  * this loop from another thread, soon (a task a journal sync will post);
- * while any is, an idle loop polls longer before it sleeps. */
+ * while exactly one is, an idle loop polls longer before it sleeps. */
 void sx_loop_expect(sx_loop *l, int delta);
 
 /* From any thread: makes the loop go round once more (before_wait runs
