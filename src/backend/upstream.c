@@ -823,11 +823,10 @@ static int close_socket(void *clientp, curl_socket_t s)
     struct up_loop *ul = clientp;
     struct up_sock *k = sock_find(ul, s);
 
-    if (k) {
-        if (!k->parked)
-            curl_multi_assign(ul->multi, s, NULL);
+    /* curl said REMOVE before this (Curl_multi_closed), so k is parked
+     * and curl holds no pointer to it. */
+    if (k)
         sock_drop(k);
-    }
     return close(s);
 }
 
@@ -1143,6 +1142,11 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
 
 static int enqueue(struct upstream *u, struct up_job *j, uint64_t *id, struct sx_gen_error *e)
 {
+    /* A loop's spare handle must not bring that loop's close_socket to
+     * the I/O thread's multi: a connection opened there may close after
+     * the loop is gone. */
+    curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETFUNCTION, NULL);
+    curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETDATA, NULL);
     j->ul = NULL; /* the I/O thread's from now on */
     j->id = atomic_fetch_add(&u->next_id, 1) + 1;
     if (id)
