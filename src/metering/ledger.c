@@ -49,13 +49,6 @@
  * the rows between checkpoints: nobody waits for these commits, so they
  * are made large, which writes each page once for many rows. */
 #define GATHER_MS 10
-/* With ledger_sync = full, when the last fdatasync answered at least
- * COMMIT_SIBLINGS settlements, the next waits COMMIT_DELAY_US for more to
- * join it: at concurrency 64 on this VM a sync otherwise answers two or
- * three requests, and each costs about 7 us of CPU (measured: 16.0k ->
- * 17.8k requests/s, p50 3.7 -> 3.4 ms; 600 us did worse). */
-#define COMMIT_SIBLINGS 3
-#define COMMIT_DELAY_US 300
 #define CHECKPOINT_ROWS_JOURNALED 8192
 
 static const struct sx_migration migrations[] = {
@@ -535,13 +528,12 @@ static void enqueue(struct ledger *lg, struct item *it)
 static void *syncer_main(void *arg)
 {
     struct ledger *lg = arg;
-    int last_group = 0; /* waiters the last sync answered */
 
     pthread_mutex_lock(&lg->lock);
     for (;;) {
         struct waiter *done, **tail = &lg->waiting, *w;
         int64_t upto;
-        int fd, rc, group = 0;
+        int fd, rc;
 
         if (!lg->waiting) {
             if (lg->stopping)
@@ -550,16 +542,6 @@ static void *syncer_main(void *arg)
             pthread_cond_wait(&lg->sync_wanted, &lg->lock);
             lg->syncer_idle = false;
             continue;
-        }
-        /* Settlements arrive faster than the disk syncs: let more join
-         * this sync (PostgreSQL's commit_delay). A lone request never
-         * waits for this. */
-        if (last_group >= COMMIT_SIBLINGS) {
-            struct timespec ts = {0, COMMIT_DELAY_US * 1000L};
-
-            pthread_mutex_unlock(&lg->lock);
-            nanosleep(&ts, NULL);
-            pthread_mutex_lock(&lg->lock);
         }
         upto = lg->appended;
         fd = sx_journal_fd(lg->journal);
@@ -573,11 +555,8 @@ static void *syncer_main(void *arg)
         lg->syncing = false;
 
         /* The waiters this sync covered leave the list, oldest first. */
-        while (*tail && (*tail)->seq <= upto) {
+        while (*tail && (*tail)->seq <= upto)
             tail = &(*tail)->next;
-            group++;
-        }
-        last_group = group;
         done = lg->waiting;
         lg->waiting = *tail;
         *tail = NULL;
