@@ -496,10 +496,14 @@ static void test_chunk_ids_carry_column_sizes(void **state)
     db = sx_store_acquire(f->store);
     assert_int_equal(sx_db_exec(db, "CREATE VIRTUAL TABLE temp.inst USING "
                                     "fts5vocab(main, rag_fts_tenant_a, 'instance')"), 0);
+    /* Colocated tokens (a compound's joined form) share an offset. */
     st = sx_db_query(db, "SELECT c.id, "
-                         " (SELECT count(DISTINCT offset) FROM temp.inst WHERE doc = c.id AND col = 'title'),"
-                         " (SELECT count(DISTINCT offset) FROM temp.inst WHERE doc = c.id AND col = 'text'),"
-                         " (SELECT count(DISTINCT offset) FROM temp.inst WHERE doc = c.id AND col = 'meta')"
+                         " (SELECT count(DISTINCT offset) FROM temp.inst"
+                         "  WHERE doc = c.id AND col = 'title'),"
+                         " (SELECT count(DISTINCT offset) FROM temp.inst"
+                         "  WHERE doc = c.id AND col = 'text'),"
+                         " (SELECT count(DISTINCT offset) FROM temp.inst"
+                         "  WHERE doc = c.id AND col = 'meta')"
                          " FROM rag_chunks c WHERE c.tenant_id = 'tenant_a'", "");
     assert_non_null(st);
     while (sx_stmt_step(st) == SX_STORE_ROW) {
