@@ -418,8 +418,7 @@ out:
     gen_unref(g); /* the producer's reference */
 }
 
-/* Settles the grant to what was generated (a failed or cancelled job is
- * billed what it generated), then replies from reply_settled. */
+/* The reply, posted to the request's loop by settled(). */
 static void reply_on_loop(void *ctx)
 {
     struct gen *g = ctx;
@@ -447,6 +446,8 @@ static void settled(void *ctx, int rc)
     reply_settled(g, rc);
 }
 
+/* Settles the grant to what was generated (a failed or cancelled job is
+ * billed what it generated), then replies from reply_settled. */
 static void finish_gen(struct gen *g)
 {
     struct sx_usage_event ev = {

@@ -230,9 +230,6 @@ static int on_chunk(struct up_job *j, json_t *o)
     return 0;
 }
 
-/* A whole (non-streamed) completion: its text and logprobs through the
- * sink as one piece, usage and finish noted. 0, or nonzero (j->err set)
- * when the body is not an OpenAI completion. */
 /* What whole_response() keeps of a completion: its first choice's text,
  * logprobs and finish reason, and the usage. As with jansson, the last of
  * duplicate keys counts. */
@@ -245,11 +242,16 @@ struct whole {
     long long prompt_tokens, completion_tokens;
 };
 
-static void whole_clear_choice(struct whole *w)
+static void whole_clear_text(struct whole *w)
 {
     free(w->text);
     w->text = NULL;
     w->text_len = 0;
+}
+
+static void whole_clear_choice(struct whole *w)
+{
+    whole_clear_text(w);
     json_decref(w->items);
     w->items = NULL;
     w->finish_set = false;
@@ -259,11 +261,8 @@ static void whole_clear_choice(struct whole *w)
 /* A text field: the string, or nothing when it is another type. */
 static void read_text(struct sx_json_rd *r, struct whole *w)
 {
-    free(w->text);
-    w->text = NULL;
-    w->text_len = 0;
-    if (sx_json_rd_strdup(r, &w->text, &w->text_len) != 1)
-        w->text_len = 0;
+    whole_clear_text(w);
+    sx_json_rd_strdup(r, &w->text, &w->text_len);
 }
 
 static void read_choice(struct sx_json_rd *r, struct whole *w, bool chat)
@@ -275,9 +274,7 @@ static void read_choice(struct sx_json_rd *r, struct whole *w, bool chat)
     w->choice = true;
     while (sx_json_rd_member(r, key, sizeof(key))) {
         if (chat && strcmp(key, "message") == 0) {
-            free(w->text);
-            w->text = NULL;
-            w->text_len = 0;
+            whole_clear_text(w);
             if (!sx_json_rd_object(r)) {
                 sx_json_rd_skip(r);
                 continue;
@@ -297,15 +294,15 @@ static void read_choice(struct sx_json_rd *r, struct whole *w, bool chat)
                 continue;
             }
             while (sx_json_rd_member(r, k2, sizeof(k2))) {
-                if (strcmp(k2, "content") == 0 && sx_json_rd_span(r, &span, &n)) {
+                if (strcmp(k2, "content") != 0) {
+                    sx_json_rd_skip(r);
+                } else if (sx_json_rd_span(r, &span, &n)) {
                     json_decref(w->items); /* rare: jansson for the tree */
                     w->items = json_loadb(span, n, 0, NULL);
                     if (!json_is_array(w->items)) {
                         json_decref(w->items);
                         w->items = NULL;
                     }
-                } else if (strcmp(k2, "content") != 0) {
-                    sx_json_rd_skip(r);
                 }
             }
         } else if (strcmp(key, "finish_reason") == 0) {
@@ -316,9 +313,11 @@ static void read_choice(struct sx_json_rd *r, struct whole *w, bool chat)
     }
 }
 
-/* Reads a whole (non-streamed) completion, into the sink as one delta.
- * Read in place (base/json's reader): building a jansson tree of the
- * answer was the largest single cost of a relayed request. */
+/* A whole (non-streamed) completion: its text and logprobs through the
+ * sink as one piece, usage and finish noted. 0, or nonzero (j->err set)
+ * when the body is not an OpenAI completion. Read in place (base/json's
+ * reader): building a jansson tree of the answer was the largest single
+ * cost of a relayed request. */
 static int whole_response(struct upstream *u, struct up_job *j)
 {
     struct sx_json_rd r;

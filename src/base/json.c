@@ -267,6 +267,11 @@ void sx_json_out_raw(struct sx_json_out *o, const char *s, size_t n)
 
 void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n)
 {
+    /* The escapes jansson writes short; other controls go as \u00XX. */
+    static const char short_escape[0x60] = {
+        ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r',
+        ['\t'] = 't', ['"'] = '"',   ['\\'] = '\\',
+    };
     static const char hex[] = "0123456789ABCDEF";
     size_t i = 0, run;
 
@@ -284,33 +289,14 @@ void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n)
         if (run == n)
             break;
         c = (unsigned char)s[run];
-        switch (c) {
-        case '"':
-            sx_json_out_raw(o, "\\\"", 2);
-            break;
-        case '\\':
-            sx_json_out_raw(o, "\\\\", 2);
-            break;
-        case '\n':
-            sx_json_out_raw(o, "\\n", 2);
-            break;
-        case '\r':
-            sx_json_out_raw(o, "\\r", 2);
-            break;
-        case '\t':
-            sx_json_out_raw(o, "\\t", 2);
-            break;
-        case '\b':
-            sx_json_out_raw(o, "\\b", 2);
-            break;
-        case '\f':
-            sx_json_out_raw(o, "\\f", 2);
-            break;
-        default: {
+        if (short_escape[c]) {
+            char e[2] = {'\\', short_escape[c]};
+
+            sx_json_out_raw(o, e, sizeof(e));
+        } else {
             char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 
             sx_json_out_raw(o, u, sizeof(u));
-        }
         }
         i = run + 1;
     }
@@ -337,15 +323,15 @@ static void out_real(struct sx_json_out *o, double d)
         return;
     }
     if ((e = strchr(b, 'e')) != NULL) { /* "e+07" is written "e7" */
-        char *d = e + 1, *from = d;
+        char *to = e + 1, *from = to;
 
         if (*from == '-')
-            d++, from++;
+            to++, from++;
         else if (*from == '+')
             from++;
         while (*from == '0' && from[1])
             from++;
-        memmove(d, from, strlen(from) + 1);
+        memmove(to, from, strlen(from) + 1);
         n = (int)strlen(b);
     } else if (!strchr(b, '.')) {
         b[n++] = '.';

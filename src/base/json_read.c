@@ -188,8 +188,9 @@ static bool literal(struct sx_json_rd *r, const char *word, size_t n)
     return true;
 }
 
-/* A number's text at r->p per RFC 8259; *integer: no fraction or exponent. */
-static bool number(struct sx_json_rd *r, bool *integer)
+/* A number's text at r->p per RFC 8259; *integer: no fraction or
+ * exponent, and then *value holds it. */
+static bool number(struct sx_json_rd *r, bool *integer, long long *value)
 {
     const char *p = r->p;
 
@@ -223,6 +224,7 @@ static bool number(struct sx_json_rd *r, bool *integer)
     {
         char small[64], *buf = small;
         size_t n = (size_t)(p - r->p);
+        long long parsed = 0;
         bool out_of_range;
 
         if (n >= sizeof(small) && (*integer || !(buf = malloc(n + 1))))
@@ -231,12 +233,14 @@ static bool number(struct sx_json_rd *r, bool *integer)
         buf[n] = '\0';
         errno = 0;
         if (*integer)
-            (void)strtoll(buf, NULL, 10);
+            parsed = strtoll(buf, NULL, 10);
         out_of_range = errno == ERANGE || (!*integer && isinf(strtod(buf, NULL)));
         if (buf != small)
             free(buf);
         if (out_of_range)
             return fail(r);
+        if (*integer)
+            *value = parsed;
     }
     r->p = p;
     return true;
@@ -272,6 +276,7 @@ static bool skip_items(struct sx_json_rd *r, int depth, char close, bool object)
 
 static bool skip(struct sx_json_rd *r, int depth)
 {
+    long long value;
     bool integer;
 
     if (depth > READ_DEPTH_MAX)
@@ -292,7 +297,7 @@ static bool skip(struct sx_json_rd *r, int depth)
         r->p++;
         return skip_items(r, depth, ']', false);
     default:
-        return number(r, &integer);
+        return number(r, &integer, &value);
     }
 }
 
@@ -377,13 +382,20 @@ bool sx_json_rd_element(struct sx_json_rd *r)
     return more(r, ']');
 }
 
-/* The decoded length of the string at r->p, or false (r marked bad). */
-static bool string_len(struct sx_json_rd *r, size_t *n)
+/* The bytes between the quotes of the string at r->p, undecoded (an
+ * escape never decodes longer than itself), or false at the text's end. */
+static bool string_extent(const struct sx_json_rd *r, size_t *n)
 {
-    struct sx_json_rd probe = *r;
+    const char *p = r->p + 1;
 
-    if (!string(&probe, NULL, 0, n))
-        return fail(r);
+    while (p < r->end && *p != '"') {
+        if (*p == '\\' && ++p == r->end)
+            return false;
+        p++;
+    }
+    if (p >= r->end)
+        return false;
+    *n = (size_t)(p - r->p - 1);
     return true;
 }
 
@@ -405,8 +417,10 @@ int sx_json_rd_strdup(struct sx_json_rd *r, char **out, size_t *len)
         return -1;
     if (peek(r) != '"')
         return sx_json_rd_skip(r) ? 0 : -1;
-    if (!string_len(r, &n))
+    if (!string_extent(r, &n)) {
+        fail(r);
         return -1;
+    }
     if (!(*out = malloc(n + 1))) {
         fail(r);
         return -1;
@@ -421,24 +435,17 @@ int sx_json_rd_strdup(struct sx_json_rd *r, char **out, size_t *len)
 
 int sx_json_rd_int(struct sx_json_rd *r, long long *v)
 {
-    const char *start;
     bool integer;
-    char buf[64], c;
+    char c;
 
     if (r->bad)
         return -1;
     c = peek(r);
     if (!(c == '-' || (c >= '0' && c <= '9')))
         return sx_json_rd_skip(r) ? 0 : -1;
-    start = r->p;
-    if (!number(r, &integer))
+    if (!number(r, &integer, v))
         return -1;
-    if (!integer)
-        return 0;
-    memcpy(buf, start, (size_t)(r->p - start)); /* number() checked the range */
-    buf[r->p - start] = '\0';
-    *v = strtoll(buf, NULL, 10);
-    return 1;
+    return integer ? 1 : 0;
 }
 
 bool sx_json_rd_end(struct sx_json_rd *r)

@@ -451,8 +451,8 @@ int sx_journal_fd(const struct journal *j)
 }
 
 /* A segment whose rows are all in the store: the spare if there is none,
- * else removed. */
-static void retire(struct journal *j, uint32_t seq)
+ * else removed. 0, or SX_EIO when it could not be removed (logged). */
+static int retire(struct journal *j, uint32_t seq)
 {
     char path[4096], to[4096];
 
@@ -462,11 +462,14 @@ static void retire(struct journal *j, uint32_t seq)
         if (rename(path, to) == 0) {
             j->spare = true;
             j->spare_seq = seq;
-            return;
+            return 0;
         }
     }
-    if (unlink(path) != 0 && errno != ENOENT)
+    if (unlink(path) != 0 && errno != ENOENT) {
         SX_WARN("metering", "unlink(\"%s\") failed: %s", path, strerror(errno));
+        return SX_EIO;
+    }
+    return 0;
 }
 
 void sx_journal_release(struct journal *j, uint32_t below)
@@ -482,34 +485,24 @@ int sx_journal_reset(struct journal *j)
     uint32_t *segs;
     size_t n;
     int rc = list_segments(j, &segs, &n);
-    char path[4096];
 
     if (j->fd >= 0) { /* the current segment goes too */
         close(j->fd);
         j->fd = -1;
         j->size = 0;
     }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        segment_path(j, segs[i], path, sizeof(path));
-        if (!j->spare || segs[i] > j->spare_seq) { /* the newest becomes the spare */
-            char to[4096];
+    /* The newest file becomes the spare (numbering after a restart goes on
+     * above it): an older spare makes room, and the newest is retired
+     * first. */
+    if (rc == 0 && n && j->spare && j->spare_seq < segs[n - 1]) {
+        char path[4096];
 
-            spare_path(j, segs[i], to, sizeof(to));
-            if (rename(path, to) == 0) {
-                if (j->spare) {
-                    spare_path(j, j->spare_seq, path, sizeof(path));
-                    unlink(path);
-                }
-                j->spare = true;
-                j->spare_seq = segs[i];
-                continue;
-            }
-        }
-        if (unlink(path) != 0 && errno != ENOENT) {
-            SX_ERROR("metering", "unlink(\"%s\") failed: %s", path, strerror(errno));
-            rc = SX_EIO;
-        }
+        spare_path(j, j->spare_seq, path, sizeof(path));
+        unlink(path);
+        j->spare = false;
     }
+    for (size_t i = n; rc == 0 && i-- > 0;)
+        rc = retire(j, segs[i]);
     free(segs);
     if (rc == 0)
         j->oldest = j->seq + 1;
