@@ -131,6 +131,12 @@ int sx_ledger_load_day(struct ledger *lg, int64_t day,
                        void *ctx);
 /* Batches written and events appended since open (for tests, metrics). */
 void sx_ledger_stats(struct ledger *lg, int64_t *batches, int64_t *rows);
+/* Journal mode: past this many journaled rows not yet in the store, the
+ * thread that journals one commits a batch itself (ledger.c says why). */
+#define SX_LEDGER_BACKLOG_ROWS 4096
+/* Tests: while held, the ledger thread commits nothing (as when the CPUs
+ * are too busy to run it); a close still drains the queue. */
+void sx_ledger_hold(struct ledger *lg, bool hold);
 
 /* ---- the ledger's journal (journal.c) ------------------------------------ */
 
