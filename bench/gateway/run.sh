@@ -105,6 +105,18 @@ cpu = int(os.environ["TICKS"]) * 1e4 / int(n.group(1)) if n and int(n.group(1)) 
 print(float(m.group(1)) if m else 0.0, us("50"), us("99"), int(bad.group(1)) if bad else -1,
       cpu)'
 }
+# Waits (up to 5 s) until the CPUs are nearly idle: a gateway that was just
+# measured at concurrency 64 may still be working off its queue (Portkey
+# answers late; synapsex's ledger thread commits what it was behind on), and
+# the next measurement would pay for it.
+quiet() {
+    local a b busy
+    for _ in $(seq 10); do
+        a=($(head -1 /proc/stat)); sleep 0.5; b=($(head -1 /proc/stat))
+        busy=$(( (b[1] + b[2] + b[3] + b[6] + b[7]) - (a[1] + a[2] + a[3] + a[6] + a[7]) ))
+        [ $(( busy * 100 )) -le $(( ( (b[4] - a[4]) + busy ) * 5 )) ] && return 0
+    done
+}
 results="$out/results.txt"
 : > "$results"
 seconds_main=$seconds; seconds=1
@@ -119,13 +131,16 @@ H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
 seconds=$seconds_main
 for r in $(seq "$rounds"); do
     for conc in 1 64; do
+        quiet
         echo "mock $conc $(run_wrk "http://127.0.0.1:$mock_port/v1/chat/completions" "$conc" \
             "$mock_pid")" >> "$results"
         for sync in $syncs; do
+            quiet
             echo "synapsex-$sync $conc $(H_AUTHORIZATION="Bearer ${sx_key[$sync]}" \
                 run_wrk "http://127.0.0.1:${sx_port[$sync]}/v1/chat/completions" "$conc" \
                 "${sx_pid[$sync]}")" >> "$results"
         done
+        quiet
         echo "portkey $conc $(H_AUTHORIZATION="Bearer sk-mock" H_X_PORTKEY_PROVIDER=openai \
             H_X_PORTKEY_CUSTOM_HOST="http://127.0.0.1:$mock_port/v1" \
             run_wrk "http://127.0.0.1:$pk_port/v1/chat/completions" "$conc" "$pk_pid")" \

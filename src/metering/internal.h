@@ -153,9 +153,10 @@ int sx_journal_replay(struct journal *j, int (*apply)(void *ctx, const void *rec
                       void *ctx, size_t *records);
 /* Removes every segment on disk (after a replay, or at a clean close). */
 int sx_journal_reset(struct journal *j);
-/* Appends one record (1..4096 bytes) with one write(), in the page cache;
- * *seq is the segment it went to. may_rotate false: a full segment is not
- * closed now (someone syncs it). 0, SX_EINVAL or SX_EIO (logged). */
+/* Appends one record (1..4096 bytes) to the page cache (a copy into the
+ * mapped segment, or one pwrite()); *seq is the segment it went to.
+ * may_rotate false: a full segment is not closed now (someone syncs it).
+ * 0, SX_EINVAL or SX_EIO (logged). */
 int sx_journal_append(struct journal *j, const void *payload, size_t len, bool may_rotate,
                       uint32_t *seq);
 /* The segment being appended to (for fdatasync), -1 before the first. */
