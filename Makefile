@@ -15,13 +15,14 @@ SAN      ?=
 CFLAGS   := -std=c17 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -Isrc -pthread \
             -fno-strict-aliasing $(SAN) $(shell pkg-config --cflags $(PKGS))
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
-# The server allocates with jemalloc (Debian's libjemalloc-dev): a relayed
+# The server allocates with mimalloc (Debian's libmimalloc-dev): a relayed
 # request makes some hundred small allocations across synapsex, jansson,
 # libcurl and libmicrohttpd, which cost 16 % of its CPU in glibc's malloc
-# (consolidations set off by the larger ones included) and 60 against 75 us
-# of CPU a request at concurrency 64 with jemalloc (bench/gateway). A
-# sanitizer build keeps the C library's, which the sanitizer replaces.
-MALLOC   ?= $(if $(SAN),,-ljemalloc)
+# (consolidations set off by the larger ones included); with mimalloc 55
+# against 68 us of CPU a request at concurrency 64 (bench/gateway). jemalloc
+# did as well but hangs under libfaketime, which the tests use. A sanitizer
+# build keeps the C library's, which the sanitizer replaces.
+MALLOC   ?= $(if $(SAN),,-lmimalloc)
 AVX2     := -mavx2 -mfma -mf16c
 AVX512   := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
 AMX      := -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl -mavx512dq \

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
-      libssl-dev libcurl4-openssl-dev libjemalloc-dev)
+      libssl-dev libcurl4-openssl-dev libmimalloc-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(libcmocka-dev python3 python3-pytest python3-requests clang
            libclang-rt-14-dev faketime)
