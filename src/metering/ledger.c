@@ -58,10 +58,12 @@
  * the request, or held up the client and the upstream queued behind it,
  * while the other CPU idled: 480 -> 125-170 us p99 added (bench/gateway).
  * A thread at that priority can go without the CPU for long on a busy
- * machine, so its batches are smaller (each holds the database's write
- * lock), and past BACKLOG_ROWS rows waiting, the thread that journals a
- * row commits a batch itself, as a flush does: memory and the delay of
- * usage reports stay bounded however busy the CPUs are. */
+ * machine, even in the middle of a batch (so its batches are smaller: each
+ * holds the database's write lock). Past BACKLOG_ROWS rows waiting, the
+ * thread that journals a row commits a batch itself, or waits for the
+ * batch in progress (which lends the ledger thread a CPU), as a flush
+ * does: memory and the delay of usage reports stay bounded however busy
+ * the CPUs are, and a sustained load pays for its ledger as it goes. */
 #define IDLE_BATCH_MAX 256
 #define BACKLOG_ROWS SX_LEDGER_BACKLOG_ROWS
 
@@ -910,8 +912,14 @@ static int append_journaled(struct ledger *lg, struct item *it, sx_meter_settled
         if (lg->syncer_idle)
             pthread_cond_signal(&lg->sync_wanted);
     }
-    if (lg->appended - lg->rows >= BACKLOG_ROWS && !lg->leading)
-        lead(lg, BATCH_MAX); /* the ledger thread falls behind */
+    /* The ledger thread falls behind: commit, or wait for the commit of a
+     * leader that the CPUs are too busy to run (waiting frees one). */
+    while (lg->appended - lg->rows >= BACKLOG_ROWS) {
+        if (!lg->leading)
+            lead(lg, BATCH_MAX);
+        else
+            pthread_cond_wait(&lg->applied, &lg->lock);
+    }
     pthread_mutex_unlock(&lg->lock);
     if (!w)
         durable(ctx, 0);
