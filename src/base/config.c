@@ -6,6 +6,7 @@
 #include "base/log.h"
 
 #include <ctype.h>
+#include <sched.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -70,6 +71,21 @@ static const struct opt opts[] = {
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
+/* One event loop per CPU the process may run on, from 2 (a loop held up
+ * by a slow handler stalls only its share) to 16 (each keeps its own idle
+ * upstream connections). On the 2-CPU bench VM, 2 loops served 4 % more
+ * requests a second at concurrency 64 than 4 did, and added 8 us less at
+ * concurrency 1 (bench/gateway). */
+int sx_config_default_http_threads(void)
+{
+    cpu_set_t set;
+    int n = 4;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    return n < 2 ? 2 : n > 16 ? 16 : n;
+}
+
 struct sx_config *sx_config_new(void)
 {
     struct sx_config *c = calloc(1, sizeof(*c));
@@ -84,7 +100,7 @@ struct sx_config *sx_config_new(void)
     }
     c->listen_port = 8080;
     c->max_body_bytes = 1u << 20;
-    c->http_threads = 4;
+    c->http_threads = sx_config_default_http_threads();
     c->log_level = SX_LOG_INFO;
     c->max_connections = 1024;
     c->connection_timeout_s = 60;

@@ -23,7 +23,7 @@ struct sx_config {
     char *redis_url;          /* NULL */
     char *tls_cert, *tls_key; /* NULL = plain HTTP; both or neither */
     size_t max_body_bytes;    /* 1 MiB */
-    int http_threads;         /* libmicrohttpd thread pool size, 4 */
+    int http_threads;         /* HTTP event loops, sx_config_default_http_threads() */
     int log_level;            /* SX_LOG_INFO */
     int max_connections;      /* open connections accepted at once, 1024 */
     int connection_timeout_s; /* idle connection timeout, 60 */
@@ -47,6 +47,8 @@ enum { SX_LEDGER_SYNC_FULL = 0, SX_LEDGER_SYNC_NORMAL = 1 };
  * memory. Free with sx_config_free(). */
 struct sx_config *sx_config_new(void);
 void sx_config_free(struct sx_config *c); /* accepts NULL */
+/* The default http_threads: the CPUs this process may run on, 2 to 16. */
+int sx_config_default_http_threads(void);
 
 /* Sets one option by its file key ("listen", "data_dir", "model", ...) from
  * its text form. Repeatable keys append. Returns 0, or SX_EINVAL with a

@@ -26,6 +26,7 @@ def mock():
 def srv(mock):
     SENSITIVE.add_secret(UP_KEY)
     s = start_synapsex([
+        "--http-threads", "4",
         "--upstream", f"synapsex-chat={mock.url};key_env=SX_TEST_UP_KEY;context=4096",
         "--upstream", f"synapsex-slow={mock.url};key_env=SX_TEST_UP_KEY;timeout_ms=1000",
         "--upstream", "synapsex-dead=http://127.0.0.1:1/v1;connect_timeout_ms=500",

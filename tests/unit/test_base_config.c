@@ -65,7 +65,8 @@ static void test_defaults(void **state)
     assert_null(c->redis_url);
     assert_null(c->tls_cert);
     assert_int_equal(c->max_body_bytes, 1 << 20);
-    assert_int_equal(c->http_threads, 4);
+    assert_int_equal(c->http_threads, sx_config_default_http_threads());
+    assert_in_range(c->http_threads, 2, 16);
     assert_int_equal(c->log_level, SX_LOG_INFO);
     assert_int_equal(c->shutdown_timeout_s, 10);
     assert_int_equal(c->n_models, 0);
