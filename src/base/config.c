@@ -6,9 +6,9 @@
 #include "base/log.h"
 
 #include <ctype.h>
-#include <sched.h>
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

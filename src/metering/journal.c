@@ -1,9 +1,8 @@
 /* The ledger's journal: an append-only log of usage rows on local disk, so
  * that settling a request costs a copy into the page cache (and, with
  * ledger_sync = full, a share of one fdatasync) instead of a database
- * commit. The ledger
- * thread copies journaled rows into the store in large batches and then
- * lets go of the segments it has copied.
+ * commit. The ledger thread copies journaled rows into the store in large
+ * batches and then lets go of the segments it has copied.
  *
  * On disk: <dir>/ledger-<seq>.journal, seq counting up from 1. A segment
  * is a sequence of records, each a 16-byte header (magic, payload length,
@@ -31,8 +30,8 @@
  * (MAP_SHARED): a record is copied into the mapping, which is the page
  * cache itself, as durable as a write() (it outlives the process; an
  * fdatasync of the file covers it) without a system call, so the ledger's
- * lock is held for a copy instead of a write (c=64: 2 loops contended for
- * it about once per request). The blocks being allocated, a page fault on
+ * lock is held for a copy instead of a write (at c=64 the loops contended
+ * for it about once a request). The blocks being allocated, a page fault on
  * the mapping never needs disk space (no SIGBUS when the disk is full).
  * Where a file cannot be allocated or mapped, and for the records that
  * overflow a full segment nobody may rotate yet, records go by pwrite(). */

@@ -915,10 +915,12 @@ static int append_journaled(struct ledger *lg, struct item *it, sx_meter_settled
     /* The ledger thread falls behind: commit, or wait for the commit of a
      * leader that the CPUs are too busy to run (waiting frees one). */
     while (lg->appended - lg->rows >= BACKLOG_ROWS) {
-        if (!lg->leading)
+        if (lg->leading)
+            pthread_cond_wait(&lg->applied, &lg->lock);
+        else if (lg->head)
             lead(lg, BATCH_MAX);
         else
-            pthread_cond_wait(&lg->applied, &lg->lock);
+            break; /* not reached: unapplied rows are queued or being led */
     }
     pthread_mutex_unlock(&lg->lock);
     if (!w)
