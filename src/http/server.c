@@ -590,7 +590,7 @@ sx_http_server *sx_http_server_new(const struct sx_config *cfg, char *err, size_
         return NULL;
     }
     pthread_mutex_init(&s->streams_mu, NULL);
-    s->threads = cfg->http_threads > 0 ? cfg->http_threads : 4;
+    s->threads = cfg->http_threads > 0 ? cfg->http_threads : sx_config_default_http_threads();
     s->max_connections = cfg->max_connections > 0 ? cfg->max_connections : 1024;
     s->timeout_s = cfg->connection_timeout_s > 0 ? cfg->connection_timeout_s : 60;
     s->max_body = cfg->max_body_bytes ? cfg->max_body_bytes : (1u << 20);

@@ -161,7 +161,6 @@ struct ledger {
     /* Journal mode (journal non-NULL); the fields are under lock. */
     struct journal *journal;
     bool idle;            /* the ledger thread waits for work */
-    bool flushing;        /* someone waits in sx_ledger_flush() */
     bool syncing;         /* the syncer runs an fdatasync (full) */
     bool syncer_idle;     /* the syncer waits for work */
     int64_t appended;     /* rows journaled since open */
@@ -515,8 +514,8 @@ static void *ledger_main(void *arg)
         pthread_cond_wait(&lg->queued, &lg->lock);
         lg->idle = false;
         /* Journaled rows wait for nobody: let more gather into this commit
-         * (settlers do not signal meanwhile), unless someone flushes or
-         * the ledger closes. */
+         * (settlers do not signal meanwhile), unless the ledger closes (a
+         * flush commits for itself: catch_up()). */
         if (lg->journal) {
             struct timespec until;
 
@@ -526,7 +525,7 @@ static void *ledger_main(void *arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
-            while (!lg->flushing && !lg->stopping &&
+            while (!lg->stopping &&
                    pthread_cond_timedwait(&lg->queued, &lg->lock, &until) == 0)
                 ;
         }
@@ -876,6 +875,21 @@ static int fill_item(struct item *it, const struct ledger_row *row)
     return 0;
 }
 
+/* Journal mode: one step for a thread that needs journaled rows in the
+ * store now (the ledger thread may wait long for a CPU): commits a batch
+ * when nobody leads, else waits for the leader's batch, which lends a
+ * starved leader a CPU. false when nothing is left to commit. Lock held. */
+static bool catch_up(struct ledger *lg)
+{
+    if (lg->leading)
+        pthread_cond_wait(&lg->applied, &lg->lock);
+    else if (lg->head)
+        lead(lg, BATCH_MAX);
+    else
+        return false;
+    return true;
+}
+
 /* Journal mode: the row goes to the journal and to the ledger thread's
  * queue for the store; durable runs once it is as durable as ledger_sync
  * says (normal: at once, on this thread; full: on the syncer's). */
@@ -912,16 +926,8 @@ static int append_journaled(struct ledger *lg, struct item *it, sx_meter_settled
         if (lg->syncer_idle)
             pthread_cond_signal(&lg->sync_wanted);
     }
-    /* The ledger thread falls behind: commit, or wait for the commit of a
-     * leader that the CPUs are too busy to run (waiting frees one). */
-    while (lg->appended - lg->rows >= BACKLOG_ROWS) {
-        if (lg->leading)
-            pthread_cond_wait(&lg->applied, &lg->lock);
-        else if (lg->head)
-            lead(lg, BATCH_MAX);
-        else
-            break; /* not reached: unapplied rows are queued or being led */
-    }
+    while (lg->appended - lg->rows >= BACKLOG_ROWS && catch_up(lg))
+        ; /* the ledger thread falls behind */
     pthread_mutex_unlock(&lg->lock);
     if (!w)
         durable(ctx, 0);
@@ -1006,17 +1012,8 @@ int sx_ledger_flush(struct ledger *lg)
     pthread_mutex_lock(&lg->lock);
     target = lg->appended;
     failed = lg->failed;
-    while (lg->rows < target) {
-        /* The ledger thread may wait long for a CPU: commit meanwhile. */
-        if (lg->head && !lg->leading) {
-            lead(lg, BATCH_MAX);
-            continue;
-        }
-        lg->flushing = true;
-        pthread_cond_signal(&lg->queued);
-        pthread_cond_wait(&lg->applied, &lg->lock);
-    }
-    lg->flushing = false;
+    while (lg->rows < target && catch_up(lg))
+        ;
     failed = lg->failed - failed;
     pthread_mutex_unlock(&lg->lock);
     return failed ? SX_ESTORE : 0;
