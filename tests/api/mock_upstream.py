@@ -191,14 +191,17 @@ class MockUpstream:
 
 
 def fixtures_dir():
+    """The fixtures folder, or None where it is absent."""
     d = os.environ.get("SYNAPSEX_FIXTURES",
                        os.path.join(conftest.REPO, "..", "shared", "fixtures"))
-    return os.path.abspath(d)
+    d = os.path.abspath(d)
+    return d if os.path.isdir(os.path.join(d, "models")) else None
 
 
 def tiny_model():
-    path = os.path.join(fixtures_dir(), "models", "tiny-qwen2-q8_0.gguf")
-    return path if os.path.isfile(path) else None
+    d = fixtures_dir()
+    path = d and os.path.join(d, "models", "tiny-qwen2-q8_0.gguf")
+    return path if path and os.path.isfile(path) else None
 
 
 def start_synapsex(extra_args, env_extra=None):

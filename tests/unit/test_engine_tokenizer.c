@@ -493,11 +493,12 @@ static void test_long_input(void **state)
                                         "12345 ", "\xf0\x9f\x99\x82 ", "\n\t",
                                         "jumps! ", "<|im_start|>"};
     const size_t len = 100 * 1024;
-    char *text = malloc(len + 16);
     unsigned seed = 12345;
+    char *text;
 
     (void)state;
     NEED_FIXTURES();
+    text = malloc(len + 16);
     assert_non_null(text);
     for (size_t m = 0; m < 2; m++) {
         sx_tokenizer *t = load_tok(models[m]);
