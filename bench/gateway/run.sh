@@ -149,7 +149,11 @@ for r in $(seq "$rounds"); do
     echo "round $r done" >&2
 done
 
-# 5. Medians and ratios.
+# 5. Medians and ratios, after the host they were measured on: numbers from
+# different kernels or hypervisors are not comparable (the same build used
+# 2.5x more CPU a request on one VM than on another; so did Portkey).
+echo "host: $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)," \
+    "$(nproc) CPUs"
 /usr/bin/python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
