@@ -3,6 +3,7 @@
  * recursion; everything else (syntax, UTF-8, duplicates) is jansson's. */
 #include "base/json.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,12 +304,30 @@ void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n)
     sx_json_out_raw(o, "\"", 1);
 }
 
+size_t sx_json_format_int(char *out, long long v)
+{
+    /* The magnitude as unsigned, so that LLONG_MIN has one too. */
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    char digits[SX_JSON_INT_MAX];
+    size_t n = 0, len = 0;
+
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = digits[--n];
+    out[len] = '\0';
+    return len;
+}
+
 void sx_json_out_int(struct sx_json_out *o, long long v)
 {
-    char b[24];
-    int n = snprintf(b, sizeof(b), "%lld", v);
+    char b[SX_JSON_INT_MAX];
 
-    sx_json_out_raw(o, b, (size_t)n);
+    sx_json_out_raw(o, b, sx_json_format_int(b, v));
 }
 
 /* A real as json_dumps() writes it (17 significant digits, and a ".0"
@@ -316,7 +335,19 @@ void sx_json_out_int(struct sx_json_out *o, long long v)
 static void out_real(struct sx_json_out *o, double d)
 {
     char b[40], *e;
-    int n = snprintf(b, sizeof(b) - 2, "%.17g", d);
+    int n;
+
+    /* A whole number below 1e17 has all its digits within the 17: it is
+     * the integer and ".0" (settings' reals such as top_p 1 often are). */
+    if (d > -1e17 && d < 1e17 && d == (double)(long long)d) {
+        n = (int)sx_json_format_int(b, (long long)d);
+        if (d == 0 && signbit(d))
+            memcpy(b, "-0", (size_t)(n = 2) + 1);
+        sx_json_out_raw(o, b, (size_t)n);
+        sx_json_out_raw(o, ".0", 2);
+        return;
+    }
+    n = snprintf(b, sizeof(b) - 2, "%.17g", d);
 
     if (n < 0 || n >= (int)sizeof(b) - 2) {
         o->failed = true;

@@ -72,6 +72,12 @@ void sx_json_out_raw(struct sx_json_out *o, const char *s, size_t n);
 void sx_json_out_str(struct sx_json_out *o, const char *s, size_t n);
 /* Appends an integer. */
 void sx_json_out_int(struct sx_json_out *o, long long v);
+/* Longest decimal text of a long long, NUL included. */
+#define SX_JSON_INT_MAX 21
+/* Writes v in decimal ("%lld") and a NUL to out, which holds at least
+ * SX_JSON_INT_MAX bytes; returns the length. printf's parsing is most of
+ * the cost of a small number, and requests write several. */
+size_t sx_json_format_int(char *out, long long v);
 /* Appends v serialised compactly, byte for byte as json_dumps(v,
  * JSON_COMPACT | JSON_ENCODE_ANY) would (keys in insertion order, reals
  * with 17 digits), for the parts that are trees already. */

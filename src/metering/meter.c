@@ -6,6 +6,7 @@
 
 #include "base/config.h"
 #include "base/err.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/time.h"
 
@@ -179,11 +180,11 @@ static void report_reached(sx_meter *m, const char *tenant_id, const struct mete
 
 /* ---- admission ----------------------------------------------------------- */
 
-static void add_header(struct sx_meter_grant *g, const char *name, const char *fmt,
-                       long long v)
+static void add_header(struct sx_meter_grant *g, const char *name, long long v)
 {
+    _Static_assert(sizeof(g->hdr_value[0]) >= SX_JSON_INT_MAX, "a header holds any count");
     g->hdr_name[g->n_hdr] = name;
-    snprintf(g->hdr_value[g->n_hdr], sizeof(g->hdr_value[0]), fmt, v);
+    sx_json_format_int(g->hdr_value[g->n_hdr], v);
     g->n_hdr++;
 }
 
@@ -200,14 +201,12 @@ static void fill_headers(struct sx_meter_grant *g, const struct meter_limits *l,
                          const struct admit_result *res, int64_t wall_ms)
 {
     g->n_hdr = 0;
-    add_header(g, "x-ratelimit-limit-requests", "%lld", (long long)l->rpm);
-    add_header(g, "x-ratelimit-remaining-requests", "%lld",
-               (long long)res->remaining_requests);
+    add_header(g, "x-ratelimit-limit-requests", (long long)l->rpm);
+    add_header(g, "x-ratelimit-remaining-requests", (long long)res->remaining_requests);
     add_duration(g, "x-ratelimit-reset-requests", (res->reset_requests_ns + 999999) / 1000000);
     if (l->tokens_per_day >= 0) {
-        add_header(g, "x-ratelimit-limit-tokens", "%lld", (long long)l->tokens_per_day);
-        add_header(g, "x-ratelimit-remaining-tokens", "%lld",
-                   (long long)res->remaining_tokens);
+        add_header(g, "x-ratelimit-limit-tokens", (long long)l->tokens_per_day);
+        add_header(g, "x-ratelimit-remaining-tokens", (long long)res->remaining_tokens);
         add_duration(g, "x-ratelimit-reset-tokens", MS_PER_DAY - wall_ms % MS_PER_DAY);
     }
 }

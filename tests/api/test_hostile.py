@@ -199,6 +199,15 @@ def test_very_long_path_and_headers_do_not_crash(api):
     assert api.get("/healthz", root=True).status_code == 200
 
 
+def test_large_headers_within_the_connection_memory(api):
+    """12 KB of headers (large cookies, long tokens) are served; 20 KB are
+    refused with 431, and the server serves the next request."""
+    assert api.aget("/tenants", headers={"X-Pad": "p" * 12000}).status_code == 200
+    r = api.aget("/tenants", headers={"X-Pad": "p" * 20000})
+    assert r.status_code == 431, r.status_code
+    assert api.aget("/tenants").status_code == 200
+
+
 def test_garbage_request_lines_do_not_crash(api):
     for req in (b"\x00\x01\x02\r\n\r\n", b"GET\r\n\r\n", b"BREW /v1/tenants HTTP/1.1\r\n"
                 b"Host: x\r\nConnection: close\r\n\r\n",

@@ -9,6 +9,9 @@
 
 #include "base/json.h"
 
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,6 +186,8 @@ static void test_out_value_as_jansson(void **state)
         "\"n\":{},\"m\":[],\"z\":true}",
         "[1e300, -2.5e-8, 3.0, 0.1, 123456789012345678, -0.0, 1e21, 5e-324, "
         "1.7976931348623157e308]",
+        "[0.0, 2.0, -7.0, 1e16, -1e16, 99999999999999984.0, 1e17, -1e17, "
+        "4503599627370497.0, 9007199254740993.0, 0.5, -1.5]",
         "{\"ctl\":\"\\u0001\\u001f\\b\\f\\r\\u007f/\\u00e9\\u20ac\\ud83d\\udc8a\"}",
         "{\"b\":1,\"a\":{\"d\":[[[]]],\"c\":\"\"}}",
     };
@@ -203,6 +208,58 @@ static void test_out_value_as_jansson(void **state)
         free(want);
         free(got);
         json_decref(v);
+    }
+}
+
+/* Reals and integers as jansson and printf write them, over random bit
+ * patterns and random whole numbers of every size. */
+static void test_numbers_as_jansson(void **state)
+{
+    uint64_t x = 0x9e3779b97f4a7c15u;
+
+    (void)state;
+    for (int i = 0; i < 200000; i++) {
+        char want[SX_JSON_INT_MAX + 8], got[SX_JSON_INT_MAX];
+        long long n;
+        double d;
+        json_t *v;
+        char *dumped, *ours;
+        struct sx_json_out o = {0};
+        size_t len;
+
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        n = (long long)(x >> (i % 64));
+        if (i & 1)
+            n = -n;
+        snprintf(want, sizeof(want), "%lld", n);
+        assert_int_equal(sx_json_format_int(got, n), strlen(want));
+        assert_string_equal(got, want);
+
+        if (i % 3 == 0)
+            memcpy(&d, &x, sizeof(d)); /* any double */
+        else
+            d = (double)n / (double)(1ull << (i % 4 * 8)); /* whole, or a few bits less */
+        if (!isfinite(d))
+            continue;
+        v = json_real(d);
+        dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        sx_json_out_value(&o, v);
+        ours = sx_json_out_take(&o, &len);
+        assert_non_null(ours);
+        assert_string_equal(ours, dumped);
+        free(dumped);
+        free(ours);
+        json_decref(v);
+    }
+    {
+        static const long long edges[] = {0, -1, 9, 10, -10, LLONG_MAX, LLONG_MIN};
+        char want[SX_JSON_INT_MAX + 8], got[SX_JSON_INT_MAX];
+
+        for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+            snprintf(want, sizeof(want), "%lld", edges[i]);
+            assert_int_equal(sx_json_format_int(got, edges[i]), strlen(want));
+            assert_string_equal(got, want);
+        }
     }
 }
 
@@ -319,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_typed_lookups),
         cmocka_unit_test(test_out_round_trip),
         cmocka_unit_test(test_out_value_as_jansson),
+        cmocka_unit_test(test_numbers_as_jansson),
         cmocka_unit_test(test_reader_agrees_with_jansson),
         cmocka_unit_test(test_reader_walk),
     };
