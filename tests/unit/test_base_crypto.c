@@ -46,6 +46,44 @@ static void test_hmac_key_lengths(void **state)
     assert_string_equal(hex, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
+/* A thread keeps its last key and only resets the MAC when the same key
+ * comes again: the same results in any order of keys, including a key
+ * that differs from the kept one in its last byte or its length, and the
+ * empty key and a long one in between. */
+static void test_hmac_key_reuse(void **state)
+{
+    static const struct {
+        const char *key, *msg, *hex;
+    } v[] = {
+        {"Jefe", "what do ya want for nothing?",
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+        {"whsec_test", "1700000000.{\"id\":\"evt_1\"}",
+         "c89214b5b5da833daed6f0b8c5bb6bd58cea9022bd80ccc78230f3942d632925"},
+        {"", "", "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad"},
+    };
+    static const int order[] = {0, 0, 1, 1, 0, 2, 2, 1, 0, 2, 0};
+    uint8_t key6[131];
+    char hex[SX_SHA256_HEX_LEN + 1], other[SX_SHA256_HEX_LEN + 1];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        int k = order[i];
+
+        assert_int_equal(sx_crypto_hmac_sha256_hex(v[k].key, strlen(v[k].key), v[k].msg,
+                                                   strlen(v[k].msg), hex), 0);
+        assert_string_equal(hex, v[k].hex);
+    }
+    assert_int_equal(sx_crypto_hmac_sha256_hex("Jefd", 4, v[0].msg, strlen(v[0].msg), other),
+                     0);
+    assert_string_not_equal(other, v[0].hex);
+    assert_int_equal(sx_crypto_hmac_sha256_hex("Jef", 3, v[0].msg, strlen(v[0].msg), other), 0);
+    assert_string_not_equal(other, v[0].hex);
+    memset(key6, 0xaa, sizeof(key6));
+    assert_int_equal(sx_crypto_hmac_sha256_hex(key6, sizeof(key6), "x", 1, other), 0);
+    assert_int_equal(sx_crypto_hmac_sha256_hex("Jefe", 4, v[0].msg, strlen(v[0].msg), hex), 0);
+    assert_string_equal(hex, v[0].hex);
+}
+
 static void test_hmac_webhook_signature(void **state)
 {
     const char *msg = "1700000000.{\"id\":\"evt_1\"}";
@@ -129,6 +167,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hmac_rfc4231),
         cmocka_unit_test(test_hmac_key_lengths),
+        cmocka_unit_test(test_hmac_key_reuse),
         cmocka_unit_test(test_hmac_webhook_signature),
         cmocka_unit_test(test_sha256),        cmocka_unit_test(test_base62_vectors),
         cmocka_unit_test(test_random_base62), cmocka_unit_test(test_compare),
