@@ -340,10 +340,10 @@ static void out_real(struct sx_json_out *o, double d)
     /* A whole number below 1e17 has all its digits within the 17: it is
      * the integer and ".0" (settings' reals such as top_p 1 often are). */
     if (d > -1e17 && d < 1e17 && d == (double)(long long)d) {
-        n = (int)sx_json_format_int(b, (long long)d);
-        if (d == 0 && signbit(d))
-            memcpy(b, "-0", (size_t)(n = 2) + 1);
-        sx_json_out_raw(o, b, (size_t)n);
+        if (d == 0 && signbit(d)) /* -0.0, whose integer has no sign */
+            sx_json_out_raw(o, "-0", 2);
+        else
+            sx_json_out_raw(o, b, sx_json_format_int(b, (long long)d));
         sx_json_out_raw(o, ".0", 2);
         return;
     }

@@ -25,8 +25,8 @@
  * headers, its body as it arrives and the reply's headers. It zeroes about
  * one and a half times this for every request (callgrind: 50k of the
  * 301k instructions a relayed chat request costs at 32 KiB, 26k at 16),
- * from memory that is seldom in the cache with many connections open. 16
- * KiB still takes 15 KB of headers (more is 431), near Node.js's 16 KB
+ * from memory that is seldom in the cache with many connections open.
+ * 16 KiB still takes 15 KB of headers (more is 431), near Node.js's 16 KB
  * default; bodies stream through in pieces whatever their size. */
 #define CONNECTION_MEMORY (16 * 1024)
 
