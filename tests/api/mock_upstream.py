@@ -198,10 +198,17 @@ def fixtures_dir():
     return d if os.path.isdir(os.path.join(d, "models")) else None
 
 
-def tiny_model():
+def fixture_model(name):
+    """The path of models/<name> in the fixtures, or None where it is absent."""
     d = fixtures_dir()
-    path = d and os.path.join(d, "models", "tiny-qwen2-q8_0.gguf")
-    return path if path and os.path.isfile(path) else None
+    if d is None:
+        return None
+    path = os.path.join(d, "models", name)
+    return path if os.path.isfile(path) else None
+
+
+def tiny_model():
+    return fixture_model("tiny-qwen2-q8_0.gguf")
 
 
 def start_synapsex(extra_args, env_extra=None):

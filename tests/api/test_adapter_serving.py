@@ -18,12 +18,12 @@ import pytest
 import requests
 
 from conftest import REPO, Api, assert_error
-from mock_upstream import MockUpstream, fixtures_dir, start_synapsex, stop_synapsex
+from mock_upstream import MockUpstream, fixture_model, start_synapsex, stop_synapsex
 
-FIX = fixtures_dir() or "/nonexistent"
-BASE = os.path.join(FIX, "models", "tiny-llama-f32.gguf")
-LORA = os.path.join(FIX, "models", "lora-tiny-llama.gguf")
-pytestmark = pytest.mark.skipif(not os.path.isfile(LORA), reason="skipped: fixtures absent")
+BASE = fixture_model("tiny-llama-f32.gguf")
+LORA = fixture_model("lora-tiny-llama.gguf")
+pytestmark = pytest.mark.skipif(BASE is None or LORA is None,
+                                reason="skipped: fixtures absent")
 OCTET = {"Content-Type": "application/octet-stream"}
 PROMPT = "Once upon a time"
 BIN = os.path.join(REPO, os.environ.get("SYNAPSEX_BIN", "build/synapsex"))
