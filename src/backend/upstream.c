@@ -11,6 +11,7 @@
  * on that loop, in a curl multi of the loop's own driven by its epoll:
  * the request is read, relayed and answered on one thread, without a
  * hand-off. Relays started elsewhere go to the upstream's I/O thread. */
+#include "backend/http1.h"
 #include "backend/internal.h"
 
 #include "base/err.h"
@@ -43,6 +44,16 @@
 
 enum job_type { JOB_GEN, JOB_EMBED };
 
+/* How a transfer ended, whichever client carried it. */
+enum up_end {
+    END_OK,
+    END_STOPPED,         /* the job's own callback stopped it */
+    END_CONNECT_TIMEOUT,
+    END_IDLE_TIMEOUT,    /* silence past the timeout */
+    END_UNREACHABLE,
+    END_BROKEN,          /* the connection or the response failed (errbuf says) */
+};
+
 /* Job ids: the loop a relay runs on (its number + 1, 0 for the I/O
  * thread) in the top byte, a counter below. */
 #define ID_LOOP_SHIFT 56
@@ -56,14 +67,18 @@ struct up_job {
     enum sx_gen_kind kind;
     uint64_t id;
     struct up_loop *ul;   /* the loop it was made and runs on; NULL: the I/O thread's */
+    const char *path;     /* "/chat/completions", ... */
     char *body;
-    CURL *easy;
+    size_t body_len;
+    CURL *easy;           /* the relay's handle: libcurl carries it */
+    bool own;             /* our HTTP/1.1 client carries it (http1.h) */
+    struct sx_http1_exchange x;
+    char length[32];      /* its Content-Length line */
     char errbuf[CURL_ERROR_SIZE];
 
     /* Response state. */
     long status;          /* HTTP status, once headers are in */
     int64_t last_ns;      /* last byte (or the start): the idle timeout */
-    bool idle;            /* ended by the idle timeout */
     bool sse;             /* the body is an event stream */
     char *buf;            /* partial line (SSE) or the whole body */
     size_t len, cap;
@@ -85,6 +100,12 @@ struct upstream {
     char *lora;               /* adapter naming template; NULL: none */
     struct curl_slist *headers; /* every request's, shared by the handles */
     int connect_ms, timeout_ms;
+    /* Plain HTTP at an IP address: relays on a loop use our own client,
+     * with each path's request head up to its Content-Length value. */
+    bool own_client;
+    struct sx_http1_target target;
+    char *head_chat, *head_text;
+    size_t head_chat_len, head_text_len;
 
     pthread_t thread;
     bool thread_started;
@@ -109,6 +130,7 @@ struct up_loop {
     struct sx_loop_timer timer; /* curl's */
     struct sx_loop_timer sweep; /* idle timeouts, while relays run */
     struct up_job *active;
+    sx_http1_pool *pool;        /* our client's connections; NULL: curl's */
     struct up_sock *socks;      /* watched sockets */
     CURL *spare[UP_SPARE_HANDLES]; /* handles of finished relays */
     int n_spare;
@@ -421,30 +443,49 @@ static int sse_lines(struct up_job *j)
     return rc;
 }
 
+/* The response's status and type are in. */
+static void take_head(void *ctx, int status, const char *content_type)
+{
+    struct up_job *j = ctx;
+
+    j->last_ns = sx_time_mono_ns();
+    j->status = status;
+    j->sse = status / 100 == 2 && content_type && strstr(content_type, "text/event-stream");
+}
+
+/* Body bytes: a stream's lines handled as they complete, anything else
+ * kept whole. Nonzero stops the transfer. */
+static int take_body(void *ctx, const char *p, size_t n)
+{
+    struct up_job *j = ctx;
+
+    j->last_ns = sx_time_mono_ns();
+    if (buf_append(j, p, n, j->status / 100 == 2 ? LINE_MAX_BYTES : ERR_BODY_MAX)) {
+        if (j->status / 100 != 2)
+            return 0; /* an oversized error body: keep what we have */
+        j->failed = true;
+        sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
+                    "the upstream model server sent a response too large to relay");
+        return 1;
+    }
+    return j->sse ? sse_lines(j) : 0;
+}
+
+/* libcurl's write callback: the head is read from the handle first. */
 static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
 {
     struct up_job *j = ud;
     size_t n = size * nmemb;
 
-    j->last_ns = sx_time_mono_ns();
     if (!j->status) {
+        long status = 0;
         char *ct = NULL;
 
-        curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
+        curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_getinfo(j->easy, CURLINFO_CONTENT_TYPE, &ct);
-        j->sse = j->status / 100 == 2 && ct && strstr(ct, "text/event-stream");
+        take_head(j, (int)status, ct);
     }
-    if (buf_append(j, p, n, j->status / 100 == 2 ? LINE_MAX_BYTES : ERR_BODY_MAX)) {
-        if (j->status / 100 != 2)
-            return n; /* an oversized error body: keep what we have */
-        j->failed = true;
-        sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
-                    "the upstream model server sent a response too large to relay");
-        return 0;
-    }
-    if (j->sse && sse_lines(j))
-        return 0;
-    return n;
+    return take_body(j, p, n) ? 0 : n;
 }
 
 /* ---- finishing a job ----------------------------------------------------- */
@@ -528,26 +569,43 @@ bad:
     j->edone(j->ectx, NULL, 0, 0, &j->err);
 }
 
+/* How a curl transfer ended; its words in j->errbuf. */
+static enum up_end curl_end(struct up_job *j, CURLcode cc)
+{
+    if (cc == CURLE_OK)
+        return END_OK;
+    if (cc == CURLE_WRITE_ERROR)
+        return END_STOPPED;
+    if (!j->errbuf[0])
+        snprintf(j->errbuf, sizeof(j->errbuf), "%s", curl_easy_strerror(cc));
+    if (cc == CURLE_OPERATION_TIMEDOUT)
+        return END_CONNECT_TIMEOUT;
+    if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+        cc == CURLE_COULDNT_RESOLVE_PROXY)
+        return END_UNREACHABLE;
+    return END_BROKEN;
+}
+
 /* Reports a job's end through its sink and frees it. */
-static void finish(struct upstream *u, struct up_job *j, CURLcode cc, bool cancelled)
+static void finish(struct upstream *u, struct up_job *j, enum up_end end, bool cancelled)
 {
     struct sx_gen_result res = {0};
 
     if (!cancelled && !j->failed) {
-        if (cc == CURLE_OPERATION_TIMEDOUT)
+        if (end == END_CONNECT_TIMEOUT || end == END_IDLE_TIMEOUT)
             sx_gen_fail(&j->err, SX_ETIMEOUT, 504, "upstream_timeout", NULL,
                         "the upstream model server for '%s' %s within %d ms", u->base.name,
-                        j->idle ? "sent nothing" : "did not accept the connection",
-                        j->idle ? u->timeout_ms : u->connect_ms);
-        else if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
-                 cc == CURLE_COULDNT_RESOLVE_PROXY)
+                        end == END_IDLE_TIMEOUT ? "sent nothing"
+                                                : "did not accept the connection",
+                        end == END_IDLE_TIMEOUT ? u->timeout_ms : u->connect_ms);
+        else if (end == END_UNREACHABLE)
             sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_unreachable", NULL,
                         "cannot connect to the upstream model server for '%s': %s",
-                        u->base.name, j->errbuf[0] ? j->errbuf : curl_easy_strerror(cc));
-        else if (cc != CURLE_OK && cc != CURLE_WRITE_ERROR)
+                        u->base.name, j->errbuf);
+        else if (end == END_BROKEN)
             sx_gen_fail(&j->err, SX_EUPSTREAM, 502, "upstream_error", NULL,
                         "the connection to the upstream model server for '%s' failed: %s",
-                        u->base.name, j->errbuf[0] ? j->errbuf : curl_easy_strerror(cc));
+                        u->base.name, j->errbuf);
         else if (j->status / 100 != 2)
             http_error(u, j);
         else if (j->type == JOB_GEN && !j->sse)
@@ -592,6 +650,16 @@ static void finish(struct upstream *u, struct up_job *j, CURLcode cc, bool cance
 
 /* ---- the I/O thread -------------------------------------------------------- */
 
+/* Takes an active job off the client that carries it, which then says
+ * no more of it. */
+static void job_detach(CURLM *multi, struct up_job *j)
+{
+    if (j->own)
+        sx_http1_abort(&j->x);
+    else
+        curl_multi_remove_handle(multi, j->easy);
+}
+
 static void unlink_active(struct upstream *u, struct up_job *j)
 {
     struct up_job **head = j->ul ? &j->ul->active : &u->active;
@@ -622,7 +690,7 @@ static void admit_incoming(struct upstream *u, struct up_job *list)
             sx_gen_fail(&j->err, SX_EUPSTREAM, 500, NULL, NULL,
                         "could not start the upstream request");
             j->failed = true;
-            finish(u, j, CURLE_OK, false);
+            finish(u, j, END_OK, false);
         }
     }
 }
@@ -634,7 +702,7 @@ static void apply_cancels(struct upstream *u, uint64_t *ids, size_t n)
             if (j->id == ids[i]) {
                 curl_multi_remove_handle(u->multi, j->easy);
                 unlink_active(u, j);
-                finish(u, j, CURLE_OK, true);
+                finish(u, j, END_OK, true);
                 break;
             }
 }
@@ -651,10 +719,9 @@ static void expire_idle(struct upstream *u, CURLM *multi, struct up_job *j)
         next = j->next;
         if (now - j->last_ns < limit)
             continue;
-        curl_multi_remove_handle(multi, j->easy);
+        job_detach(multi, j);
         unlink_active(u, j);
-        j->idle = true;
-        finish(u, j, CURLE_OPERATION_TIMEDOUT, false);
+        finish(u, j, END_IDLE_TIMEOUT, false);
     }
 }
 
@@ -674,7 +741,7 @@ static void reap(struct upstream *u, CURLM *multi)
             curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
         curl_multi_remove_handle(multi, j->easy);
         unlink_active(u, j);
-        finish(u, j, msg->data.result, false);
+        finish(u, j, curl_end(j, msg->data.result), false);
     }
 }
 
@@ -727,7 +794,7 @@ static void *io_main(void *arg)
 
         curl_multi_remove_handle(u->multi, j->easy);
         unlink_active(u, j);
-        finish(u, j, CURLE_OK, true);
+        finish(u, j, END_OK, true);
     }
     free(ids);
     return NULL;
@@ -868,10 +935,11 @@ static void loop_free(void *ctx)
     while (ul->active) {
         struct up_job *j = ul->active;
 
-        curl_multi_remove_handle(ul->multi, j->easy);
+        job_detach(ul->multi, j);
         unlink_active(ul->u, j);
-        finish(ul->u, j, CURLE_OK, true);
+        finish(ul->u, j, END_OK, true);
     }
+    sx_http1_pool_free(ul->pool);
     while (ul->n_spare)
         curl_easy_cleanup(ul->spare[--ul->n_spare]);
     curl_multi_cleanup(ul->multi);
@@ -908,9 +976,30 @@ static struct up_loop *loop_state(struct upstream *u, sx_loop *l)
      * still added, and every relay's handle goes when it ends, so finished
      * relays would close the connections the next ones need. */
     curl_multi_setopt(ul->multi, CURLMOPT_MAXCONNECTS, (long)UP_IDLE_CONNECTIONS);
+    /* Without a pool (out of memory) the loop's relays go through curl. */
+    if (u->own_client)
+        ul->pool = sx_http1_pool_new(l, &u->target, UP_IDLE_CONNECTIONS);
     atomic_fetch_add(&u->loops, 1);
     *slot = ul;
     return ul;
+}
+
+/* Our client's end of an exchange. */
+static void own_done(void *ctx, enum sx_http1_end end, const char *msg)
+{
+    static const enum up_end ends[] = {
+        [SX_HTTP1_OK] = END_OK,
+        [SX_HTTP1_STOPPED] = END_STOPPED,
+        [SX_HTTP1_UNREACHABLE] = END_UNREACHABLE,
+        [SX_HTTP1_CONNECT_TIMEOUT] = END_CONNECT_TIMEOUT,
+        [SX_HTTP1_BROKEN] = END_BROKEN,
+    };
+    struct up_job *j = ctx;
+    struct upstream *u = j->ul->u;
+
+    snprintf(j->errbuf, sizeof(j->errbuf), "%s", msg);
+    unlink_active(u, j);
+    finish(u, j, ends[end], false);
 }
 
 /* Starts j on the loop it was made on (job_new), which must be the
@@ -920,12 +1009,10 @@ static int start_on_loop(struct upstream *u, struct up_job *j, uint64_t *id,
 {
     struct up_loop *ul = j->ul;
     sx_loop *l = ul ? ul->loop : NULL;
+    int rc;
 
     if (!l || l != sx_loop_current())
         return 1;
-    /* The connection this relay opens closes through close_socket(). */
-    curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
-    curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETDATA, ul);
     j->id = (atomic_fetch_add(&u->next_id, 1) + 1) |
             (uint64_t)(sx_loop_index(l) + 1) << ID_LOOP_SHIFT;
     if (id)
@@ -936,7 +1023,23 @@ static int start_on_loop(struct upstream *u, struct up_job *j, uint64_t *id,
     if (ul->active)
         ul->active->prev = j;
     ul->active = j;
-    if (curl_multi_add_handle(ul->multi, j->easy) != CURLM_OK) {
+    if (j->own) {
+        bool chat = j->kind == SX_GEN_CHAT;
+        struct iovec iov[3] = {
+            {chat ? u->head_chat : u->head_text, chat ? u->head_chat_len : u->head_text_len},
+            {j->length, strlen(j->length)},
+            {j->body, j->body_len},
+        };
+        const struct sx_http1_sink sink = {j, take_head, take_body};
+
+        rc = sx_http1_send(ul->pool, &j->x, iov, 3, u->connect_ms, &sink, own_done);
+    } else {
+        /* The connection this relay opens closes through close_socket(). */
+        curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+        curl_easy_setopt(j->easy, CURLOPT_CLOSESOCKETDATA, ul);
+        rc = curl_multi_add_handle(ul->multi, j->easy) == CURLM_OK ? 0 : SX_EUPSTREAM;
+    }
+    if (rc != 0) {
         unlink_active(u, j);
         job_free(j);
         return sx_gen_fail(e, SX_EUPSTREAM, 500, NULL, NULL,
@@ -961,9 +1064,9 @@ static void cancel_on_loop(void *ctx)
 
     for (struct up_job *j = ul ? ul->active : NULL; j; j = j->next)
         if (j->id == c->id) {
-            curl_multi_remove_handle(ul->multi, j->easy);
+            job_detach(ul->multi, j);
             unlink_active(c->u, j);
-            finish(c->u, j, CURLE_OK, true);
+            finish(c->u, j, END_OK, true);
             break;
         }
     free(c);
@@ -971,38 +1074,18 @@ static void cancel_on_loop(void *ctx)
 
 /* ---- the backend operations --------------------------------------------- */
 
-static struct up_job *job_new(struct upstream *u, enum job_type type, const char *path,
-                              json_t *body, struct sx_gen_error *e)
+/* Gives j a curl handle: one of its loop's spares (the options every
+ * relay shares are still set, only the relay's own change) when on that
+ * loop, else a new one. 0 or SX_ENOMEM. */
+static int easy_setup(struct upstream *u, struct up_job *j)
 {
-    struct up_job *j = calloc(1, sizeof(*j));
-    sx_loop *l = sx_loop_current();
-    struct up_loop *ul = l ? loop_state(u, l) : NULL;
-    struct sx_json_out out = {0};
-    size_t body_len = 0;
+    struct up_loop *ul = j->ul;
+    bool spare = ul && ul->loop == sx_loop_current() && ul->n_spare;
     char url[2048];
-    bool spare;
 
-    if (!j) {
-        json_decref(body);
-        sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
-        return NULL;
-    }
-    j->base.backend = &u->base;
-    j->type = type;
-    sx_json_out_value(&out, body);
-    j->body = sx_json_out_take(&out, &body_len);
-    json_decref(body);
-    j->ul = ul;
-    /* A spare handle is one of this upstream's on this loop: the options
-     * every relay shares are still set, only the relay's own change. */
-    spare = ul && ul->n_spare;
     j->easy = spare ? ul->spare[--ul->n_spare] : curl_easy_init();
-    snprintf(url, sizeof(url), "%s%s", u->url, path);
-    if (!j->body || !j->easy) {
-        job_free(j);
-        sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
-        return NULL;
-    }
+    if (!j->easy)
+        return SX_ENOMEM;
     if (!spare) {
         curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, u->headers);
         curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_write);
@@ -1011,12 +1094,46 @@ static struct up_job *job_new(struct upstream *u, enum job_type type, const char
         curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(j->easy, CURLOPT_TCP_NODELAY, 1L);
     }
+    snprintf(url, sizeof(url), "%s%s", u->url, j->path);
     curl_easy_setopt(j->easy, CURLOPT_URL, url);
-    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
     curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (char *)j);
     curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->errbuf);
+    return 0;
+}
+
+static struct up_job *job_new(struct upstream *u, enum job_type type, const char *path,
+                              json_t *body, struct sx_gen_error *e)
+{
+    struct up_job *j = calloc(1, sizeof(*j));
+    sx_loop *l = sx_loop_current();
+    struct up_loop *ul = l ? loop_state(u, l) : NULL;
+    struct sx_json_out out = {0};
+
+    if (!j) {
+        json_decref(body);
+        sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
+        return NULL;
+    }
+    j->base.backend = &u->base;
+    j->type = type;
+    j->path = path;
+    sx_json_out_value(&out, body);
+    j->body = sx_json_out_take(&out, &j->body_len);
+    json_decref(body);
+    j->ul = ul;
+    /* A generation on a loop with our client's pool goes through it; the
+     * rest through curl. */
+    j->own = ul && ul->pool && type == JOB_GEN;
+    if (j->own)
+        snprintf(j->length, sizeof(j->length), "%zu\r\n\r\n", j->body_len);
+    if (!j->body || (!j->own && easy_setup(u, j) != 0)) {
+        job_free(j);
+        sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
+        return NULL;
+    }
     return j;
 }
 
@@ -1141,6 +1258,15 @@ static int up_prepare(sx_backend *b, const struct sx_gen_request *req, sx_gen_jo
 
 static int enqueue(struct upstream *u, struct up_job *j, uint64_t *id, struct sx_gen_error *e)
 {
+    /* A job meant for our client on a loop it is not started on goes
+     * through curl like the rest. */
+    if (j->own) {
+        j->own = false;
+        if (easy_setup(u, j) != 0) {
+            job_free(j);
+            return sx_gen_fail(e, SX_ENOMEM, 500, NULL, NULL, "out of memory");
+        }
+    }
     /* A loop's spare handle must not bring that loop's close_socket to
      * the I/O thread's multi: a connection opened there may close after
      * the loop is gone. */
@@ -1264,7 +1390,7 @@ static void up_free(sx_backend *b)
         struct up_job *j = u->incoming;
 
         u->incoming = j->next;
-        finish(u, j, CURLE_OK, true);
+        finish(u, j, END_OK, true);
     }
     if (u->multi)
         curl_multi_cleanup(u->multi);
@@ -1274,11 +1400,35 @@ static void up_free(sx_backend *b)
     free(u->url);
     free(u->model);
     free(u->lora);
+    /* The heads carry the key too. */
     if (u->auth)
         explicit_bzero(u->auth, strlen(u->auth));
     free(u->auth);
+    if (u->head_chat)
+        explicit_bzero(u->head_chat, u->head_chat_len);
+    free(u->head_chat);
+    if (u->head_text)
+        explicit_bzero(u->head_text, u->head_text_len);
+    free(u->head_text);
     free(u->base.name);
     free(u);
+}
+
+/* The head of a request to path for our client, up to the value of its
+ * Content-Length; NULL when out of memory. */
+static char *request_head(const struct upstream *u, const char *path, size_t *len)
+{
+    char *head;
+    int n = asprintf(&head,
+                     "POST %s%s HTTP/1.1\r\nHost: %s\r\n"
+                     "Content-Type: application/json\r\n%s%sContent-Length: ",
+                     u->target.path, path, u->target.host, u->auth ? u->auth : "",
+                     u->auth ? "\r\n" : "");
+
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    return head;
 }
 
 static void global_init(void)
@@ -1334,6 +1484,13 @@ sx_backend *sx_backend_upstream_new(const char *name, const struct sx_upstream_o
     u->multi = curl_multi_init();
     if (!u->multi || !u->headers)
         goto nomem;
+    if (sx_http1_target_parse(u->url, &u->target) == 0) {
+        u->head_chat = request_head(u, "/chat/completions", &u->head_chat_len);
+        u->head_text = request_head(u, "/completions", &u->head_text_len);
+        if (!u->head_chat || !u->head_text)
+            goto nomem;
+        u->own_client = true;
+    }
     curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)UP_IDLE_CONNECTIONS);
     if (pthread_create(&u->thread, NULL, io_main, u) != 0) {
         snprintf(err, errlen, "upstream '%s': cannot start its I/O thread", name);
