@@ -9,8 +9,11 @@ with canned text. The last user message (or the prompt) steers it:
   "MOCK:nousage"     never send a usage object
   "MOCK:slow=N"      stream N chunks, 0.1 s apart (for disconnect tests)
   "MOCK:cut"         close the stream before the end
+  "MOCK:chunked"     stream with chunked transfer coding on a kept
+                     connection, as vLLM (uvicorn) does
 Every request body is recorded in MockUpstream.requests; a relay the client
-dropped is counted in MockUpstream.disconnects.
+dropped is counted in MockUpstream.disconnects, connections accepted in
+MockUpstream.connections.
 """
 import json
 import os
@@ -32,6 +35,7 @@ class MockUpstream:
         self.key = key
         self.requests = []
         self.disconnects = 0
+        self.connections = 0
         self.lock = threading.Lock()
         mock = self
 
@@ -40,6 +44,11 @@ class MockUpstream:
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                super().setup()
+                with mock.lock:
+                    mock.connections += 1
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
@@ -124,9 +133,13 @@ class MockUpstream:
 
             def stream(self, body, steer):
                 chat = "messages" in body
+                self.chunked = "MOCK:chunked" in steer
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Connection", "close")
+                if self.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 m = re.search(r"MOCK:slow=(\d+)", steer)
                 words = ["w "] * int(m.group(1)) if m else \
@@ -142,6 +155,7 @@ class MockUpstream:
                         if m:
                             time.sleep(0.1)
                         if "MOCK:cut" in steer and i == 1:
+                            self.close_connection = True
                             return
                     last = {"index": 0, "finish_reason": "stop"}
                     last["delta" if chat else "text"] = {} if chat else ""
@@ -151,15 +165,22 @@ class MockUpstream:
                         self.event({"id": "u", "choices": [], "usage": {
                             "prompt_tokens": 11, "completion_tokens": len(words),
                             "total_tokens": 11 + len(words)}})
-                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.write_part(b"data: [DONE]\n\n")
+                    if self.chunked:
+                        self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     with mock.lock:
                         mock.disconnects += 1
 
             def event(self, obj):
-                self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+                self.write_part(b"data: " + json.dumps(obj).encode() + b"\n\n")
                 self.wfile.flush()
+
+            def write_part(self, data):
+                if self.chunked:
+                    data = b"%x\r\n%s\r\n" % (len(data), data)
+                self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -22,14 +22,18 @@ def mock():
     m.close()
 
 
-@pytest.fixture(scope="module")
-def srv(mock):
+@pytest.fixture(scope="module", params=["own_client", "libcurl"])
+def srv(request, mock):
+    """Every test here runs through both clients of the upstream backend:
+    its own HTTP/1.1 client for an IP address, libcurl for a host name."""
+    host = "127.0.0.1" if request.param == "own_client" else "localhost"
+    url = mock.url.replace("127.0.0.1", host)
     SENSITIVE.add_secret(UP_KEY)
     s = start_synapsex([
         "--http-threads", "4",
-        "--upstream", f"synapsex-chat={mock.url};key_env=SX_TEST_UP_KEY;context=4096",
-        "--upstream", f"synapsex-slow={mock.url};key_env=SX_TEST_UP_KEY;timeout_ms=1000",
-        "--upstream", "synapsex-dead=http://127.0.0.1:1/v1;connect_timeout_ms=500",
+        "--upstream", f"synapsex-chat={url};key_env=SX_TEST_UP_KEY;context=4096",
+        "--upstream", f"synapsex-slow={url};key_env=SX_TEST_UP_KEY;timeout_ms=1000",
+        "--upstream", f"synapsex-dead=http://{host}:1/v1;connect_timeout_ms=500",
     ], {"SX_TEST_UP_KEY": UP_KEY})
     yield s
     stop_synapsex(s)
@@ -160,6 +164,31 @@ def test_usage_counted_locally_without_upstream_usage(sapi, tkey):
     assert r.status_code == 200, r.text
     u = r.json()["usage"]
     assert u["prompt_tokens"] >= 1 and u["completion_tokens"] >= 1
+
+
+def test_chunked_streams_share_a_kept_connection(sapi, mock, tkey):
+    _, key = tkey
+    s = requests.Session()  # one client connection: one loop, one upstream pool
+    before = mock.connections
+    for _ in range(3):
+        r = s.post(sapi.srv.base + "/chat/completions", timeout=10,
+                   headers={"Authorization": f"Bearer {key}"},
+                   json={"model": "synapsex-chat", "stream": True,
+                         "stream_options": {"include_usage": True},
+                         "messages": msgs("MOCK:chunked")})
+        ev = sse_events(r)
+        assert ev[-1] == "[DONE]", r.text
+        assert "".join(c["choices"][0]["delta"].get("content", "")
+                       for c in ev[:-1] if c["choices"]) == REPLY
+        assert ev[-2]["usage"]["prompt_tokens"] == 11
+    assert mock.connections - before <= 1
+    # Cut short, a chunked stream ends in an error event, not [DONE].
+    r = s.post(sapi.srv.base + "/chat/completions", timeout=10,
+               headers={"Authorization": f"Bearer {key}"},
+               json={"model": "synapsex-chat", "stream": True,
+                     "messages": msgs("MOCK:chunked MOCK:cut")})
+    ev = sse_events(r)
+    assert "[DONE]" not in ev and "error" in ev[-1]
 
 
 def test_completions_plain_and_streamed(sapi, mock, tkey):
