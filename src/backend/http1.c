@@ -252,16 +252,20 @@ int sx_http1_parse(struct sx_http1_parser *p, const char *buf, size_t n,
                     return malformed(p, "a chunk has no size");
                 p->state = p->left ? SX_HTTP1_CHUNK_DATA : SX_HTTP1_TRAILER;
                 p->line_len = 0;
-                p->digits = p->in_ext = false;
-            } else if (!p->in_ext && (d = hex_digit(c)) >= 0) {
+                p->digits = p->past_digits = p->in_ext = false;
+            } else if (p->in_ext) {
+                /* a ";name=value" extension: ignored */
+            } else if (!p->past_digits && (d = hex_digit(c)) >= 0) {
                 if (p->left > (UINT64_MAX >> 4))
                     return malformed(p, "a chunk size is too large");
                 p->left = p->left * 16 + (uint64_t)d;
                 p->digits = true;
-            } else if (!p->digits) {
-                return malformed(p, "a chunk size is not hexadecimal");
+            } else if (p->digits && c == ';') {
+                p->in_ext = true;
+            } else if (p->digits && (c == ' ' || c == '\t' || c == '\r')) {
+                p->past_digits = true;
             } else {
-                p->in_ext = true; /* a ";name=value" extension, or the CR */
+                return malformed(p, "a chunk size is not hexadecimal");
             }
             break;
         case SX_HTTP1_CHUNK_END:
@@ -532,7 +536,7 @@ static void exchange_fail(struct sx_http1_exchange *x, enum sx_http1_end end)
  * room to write, while some is left). 0 while x goes on on its
  * connection; 1 when it ended (x may be gone) or moved to a new one. */
 static int exchange_write(struct sx_http1_exchange *x);
-static int exchange_connect(struct sx_http1_exchange *x);
+static int exchange_connect(struct sx_http1_exchange *x, bool fresh);
 
 /* A kept connection failed before any of the response: the server had
  * closed it. Sends the request once more on a new one. Returns 1 when it
@@ -546,8 +550,13 @@ static int exchange_retry(struct sx_http1_exchange *x)
     x->conn = NULL;
     x->sent = 0;
     sx_http1_parser_reset(&x->parser);
-    if (exchange_connect(x) == 0 && x->conn && !x->conn->connecting)
+    /* Not another kept one: the server may have closed them all. */
+    if (exchange_connect(x, true) != 0) {
+        snprintf(x->msg, sizeof(x->msg), "out of memory");
+        exchange_fail(x, SX_HTTP1_BROKEN);
+    } else if (x->conn && !x->conn->connecting) {
         exchange_write(x);
+    }
     return 0;
 }
 
@@ -667,13 +676,13 @@ static void conn_io(void *ctx, uint32_t events)
         exchange_read(x);
 }
 
-/* Gives x a connection: an idle one, or a new one (connecting, with the
- * timeout armed). 0, or SX_ENOMEM; a failure to connect is reported
- * later. */
-static int exchange_connect(struct sx_http1_exchange *x)
+/* Gives x a connection: an idle one unless fresh, else a new one
+ * (connecting, with the timeout armed). 0, or SX_ENOMEM; a failure to
+ * connect is reported later. */
+static int exchange_connect(struct sx_http1_exchange *x, bool fresh)
 {
     sx_http1_pool *p = x->pool;
-    struct http1_conn *c = p->idle;
+    struct http1_conn *c = fresh ? NULL : p->idle;
     int fd, one = 1;
 
     if (c) {
@@ -747,7 +756,7 @@ int sx_http1_send(sx_http1_pool *p, struct sx_http1_exchange *x, const struct io
     x->connect_ms = connect_ms;
     x->timer = (struct sx_loop_timer){.fn = exchange_timer, .ctx = x};
     x->sending = true;
-    if (exchange_connect(x) != 0)
+    if (exchange_connect(x, false) != 0)
         return SX_ENOMEM;
     if (x->conn && !x->conn->connecting)
         exchange_write(x);

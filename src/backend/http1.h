@@ -46,7 +46,8 @@ struct sx_http1_parser {
     uint64_t left;       /* FIXED, CHUNK_DATA: bytes to come */
     size_t line_len;     /* CHUNK_SIZE, CHUNK_END, TRAILER: bytes of the line */
     bool digits;         /* CHUNK_SIZE: a hex digit was seen */
-    bool in_ext;         /* CHUNK_SIZE: past the digits */
+    bool past_digits;    /* CHUNK_SIZE: whitespace after the digits */
+    bool in_ext;         /* CHUNK_SIZE: in an extension */
     bool keep_alive;     /* the connection may carry another request */
     const char *error;   /* why the response is malformed */
 };
@@ -125,8 +126,8 @@ struct sx_http1_exchange {
  * immediate failure to connect, arrives later through done, never from
  * inside this call. 0, or SX_ENOMEM (nothing started, done never
  * called). A request that meets a kept connection the server had closed
- * is sent again once, on a new connection, as long as nothing of a
- * response came back. */
+ * is sent again once, on a newly opened connection, as long as nothing of
+ * a response came back. */
 int sx_http1_send(sx_http1_pool *p, struct sx_http1_exchange *x, const struct iovec *iov,
                   int iov_n, int connect_ms, const struct sx_http1_sink *sink,
                   sx_http1_done done);
