@@ -8,9 +8,11 @@
  * failures become 502 and silence past the timeout 504.
  *
  * A relay started on an event loop of the HTTP server (base/loop.h) runs
- * on that loop, in a curl multi of the loop's own driven by its epoll:
- * the request is read, relayed and answered on one thread, without a
- * hand-off. Relays started elsewhere go to the upstream's I/O thread. */
+ * on that loop: the request is read, relayed and answered on one thread,
+ * without a hand-off. It goes through our own HTTP/1.1 client (http1.h)
+ * when the upstream is plain HTTP at an IP address, else through a curl
+ * multi of the loop's own driven by its epoll. Relays started elsewhere,
+ * and embeddings, go to the upstream's I/O thread, through curl. */
 #include "backend/http1.h"
 #include "backend/internal.h"
 
