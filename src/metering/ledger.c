@@ -57,20 +57,18 @@
  * commit (about 400 us of CPU every 10 ms) at normal priority preempted
  * the thread serving the request, or held up the client and the upstream
  * queued behind it, while the other CPU idled: 480 -> 125-170 us p99 added
- * at SCHED_IDLE (bench/gateway). On another 2-CPU VM SCHED_IDLE made p99
- * at concurrency 1 8-78 ms against 0.9-1.0 ms at nice 19 (and 14% more
- * CPU a request). Not through the ledger's lock (holding it at normal
- * priority changed nothing): most likely a lock the kernel shares among
- * the process's threads, such as the address space's that SQLite and the
- * allocator take to map memory. A thread that only runs on an idle CPU
- * can be stopped holding it, and a request then waits for a CPU to idle;
- * nice 19 still gets its slice. Even so, a thread at that priority can go
- * without the CPU for long on a busy machine, in the middle of a batch
- * too (so its batches are smaller: each holds the database's write lock). Past BACKLOG_ROWS rows waiting, the
- * thread that journals a row commits a batch itself, or waits for the
- * batch in progress (which lends the ledger thread a CPU), as a flush
- * does: memory and the delay of usage reports stay bounded however busy
- * the CPUs are, and a sustained load pays for its ledger as it goes. */
+ * at SCHED_IDLE (bench/gateway). On another 2-CPU VM, a guest of a guest,
+ * SCHED_IDLE made that p99 8-78 ms against 0.9-1.0 ms at nice 19, with 14%
+ * more CPU a request; perf sched showed woken threads left waiting on an
+ * idle vCPU for up to 27 ms, and holding the ledger's lock at normal
+ * priority changed nothing. A thread at nice 19 can still go without the
+ * CPU for long on a busy machine, in the middle of a batch too (so its
+ * batches are smaller: each holds the database's write lock). Past
+ * BACKLOG_ROWS rows waiting, the thread that journals a row commits a
+ * batch itself, or waits for the batch in progress (which lends the
+ * ledger thread a CPU), as a flush does: memory and the delay of usage
+ * reports stay bounded however busy the CPUs are, and a sustained load
+ * pays for its ledger as it goes. */
 #define IDLE_BATCH_MAX 256
 #define BACKLOG_ROWS SX_LEDGER_BACKLOG_ROWS
 
