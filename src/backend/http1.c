@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -81,7 +82,8 @@ static bool ends_chunked(const char *s)
  * empty one): read the status and the framing of the body. */
 static int parse_head(struct sx_http1_parser *p, const struct sx_http1_sink *s)
 {
-    char *line = p->head, *next, *content_type = "";
+    char *line = p->head, *next;
+    const char *content_type = "";
     int status, minor;
     bool chunked = false, te = false, close = false, keep = false, length = false;
     uint64_t content_length = 0;
@@ -122,7 +124,7 @@ static int parse_head(struct sx_http1_parser *p, const struct sx_http1_sink *s)
             close |= has_token(v, "close");
             keep |= has_token(v, "keep-alive");
         } else if ((v = header_value(line, "content-type"))) {
-            content_type = (char *)v;
+            content_type = v;
         }
     }
 
@@ -346,7 +348,7 @@ static bool proxied(const char *host)
 
 int sx_http1_target_parse(const char *url, struct sx_http1_target *t)
 {
-    const char *auth, *end, *port = NULL;
+    const char *auth, *end, *host_at, *port = NULL;
     char host[INET6_ADDRSTRLEN + 1];
     size_t host_len, path_len;
     unsigned long pnum = 80;
@@ -366,19 +368,20 @@ int sx_http1_target_parse(const char *url, struct sx_http1_target *t)
 
         if (!close)
             return SX_EUNSUPPORTED;
-        host_len = (size_t)(close - auth - 1);
-        memcpy(host, auth + 1, host_len < sizeof(host) ? host_len : 0);
+        host_at = auth + 1;
+        host_len = (size_t)(close - host_at);
         if (close + 1 < end)
             port = *(close + 1) == ':' ? close + 2 : end;
     } else {
         const char *colon = memchr(auth, ':', (size_t)(end - auth));
 
+        host_at = auth;
         host_len = (size_t)((colon ? colon : end) - auth);
-        memcpy(host, auth, host_len < sizeof(host) ? host_len : 0);
         port = colon ? colon + 1 : NULL;
     }
     if (host_len == 0 || host_len >= sizeof(host))
         return SX_EUNSUPPORTED;
+    memcpy(host, host_at, host_len);
     host[host_len] = '\0';
     if (port) {
         char *stop;
@@ -508,13 +511,19 @@ static void exchange_end(struct sx_http1_exchange *x, enum sx_http1_end end, boo
     x->done(x->sink.ctx, end, msg ? msg : "");
 }
 
-/* A failure, reported from the timer: never from inside sx_http1_send. */
-static void exchange_fail_later(struct sx_http1_exchange *x, enum sx_http1_end end)
+/* Closes x's connection, if it has one. */
+static void exchange_drop_conn(struct sx_http1_exchange *x)
 {
     if (x->conn) {
         conn_close(x->conn);
         x->conn = NULL;
     }
+}
+
+/* A failure, reported from the timer: never from inside sx_http1_send. */
+static void exchange_fail_later(struct sx_http1_exchange *x, enum sx_http1_end end)
+{
+    exchange_drop_conn(x);
     x->end = end;
     sx_loop_timer_set(x->pool->loop, &x->timer, 0);
 }
@@ -525,10 +534,7 @@ static void exchange_fail(struct sx_http1_exchange *x, enum sx_http1_end end)
         exchange_fail_later(x, end);
         return;
     }
-    if (x->conn) {
-        conn_close(x->conn);
-        x->conn = NULL;
-    }
+    exchange_drop_conn(x);
     exchange_end(x, end, false, x->msg);
 }
 
@@ -546,8 +552,7 @@ static int exchange_retry(struct sx_http1_exchange *x)
     if (x->retried || x->answered || !x->conn || x->conn->uses == 0)
         return 1;
     x->retried = true;
-    conn_close(x->conn);
-    x->conn = NULL;
+    exchange_drop_conn(x);
     x->sent = 0;
     sx_http1_parser_reset(&x->parser);
     /* Not another kept one: the server may have closed them all. */
@@ -767,10 +772,7 @@ int sx_http1_send(sx_http1_pool *p, struct sx_http1_exchange *x, const struct io
 void sx_http1_abort(struct sx_http1_exchange *x)
 {
     sx_loop_timer_set(x->pool->loop, &x->timer, -1);
-    if (x->conn) {
-        conn_close(x->conn);
-        x->conn = NULL;
-    }
+    exchange_drop_conn(x);
     sx_http1_parser_reset(&x->parser);
 }
 
@@ -779,27 +781,17 @@ void sx_http1_abort(struct sx_http1_exchange *x)
 sx_http1_pool *sx_http1_pool_new(sx_loop *l, const struct sx_http1_target *t, int max_idle)
 {
     sx_http1_pool *p = calloc(1, sizeof(*p));
-    char addr[INET6_ADDRSTRLEN] = "?";
-    int port;
+    char addr[INET6_ADDRSTRLEN] = "?", port[8] = "?";
 
     if (!p)
         return NULL;
     p->loop = l;
     p->target = *t;
     p->max_idle = max_idle;
-    if (t->addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&t->addr;
-
-        inet_ntop(AF_INET6, &a->sin6_addr, addr, sizeof(addr));
-        port = ntohs(a->sin6_port);
-        snprintf(p->name, sizeof(p->name), "[%s]:%d", addr, port);
-    } else {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&t->addr;
-
-        inet_ntop(AF_INET, &a->sin_addr, addr, sizeof(addr));
-        port = ntohs(a->sin_port);
-        snprintf(p->name, sizeof(p->name), "%s:%d", addr, port);
-    }
+    getnameinfo((const struct sockaddr *)&t->addr, t->addr_len, addr, sizeof(addr), port,
+                sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(p->name, sizeof(p->name), t->addr.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+             addr, port);
     return p;
 }
 
