@@ -7,6 +7,7 @@
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/loop.h"
 #include "rag/rag.h"
 #include "tuning/registry.h"
 
@@ -104,6 +105,7 @@ struct sx_app *sx_app_open(const struct sx_config *cfg, char *err, size_t errlen
     journal = NULL;
     if (!app->meter)
         goto fail;
+    sx_loop_set_idle_work(sx_meter_idle_work, app->meter);
     /* 4. Serving: the model catalogue (loads local models) and the
      * threads that finish completions. */
     app->serving = sx_serving_open(cfg, err, errlen);
@@ -177,6 +179,8 @@ void sx_app_close(struct sx_app *app)
     sx_serving_close(app->serving); /* settles what it cancels */
     sx_rag_close(app->rag);
     sx_registry_close(app->adapters); /* after the jobs holding adapters */
+    if (app->meter)
+        sx_loop_set_idle_work(NULL, NULL); /* the loops have stopped */
     sx_meter_close(app->meter);
     sx_tenancy_close(app->tenancy);
     sx_store_close(app->store);

@@ -76,10 +76,18 @@ struct sx_loop {
 
 static _Thread_local sx_loop *current;
 static atomic_bool spinner; /* a loop is polling before it sleeps */
+static bool (*idle_work)(void *ctx); /* sx_loop_set_idle_work() */
+static void *idle_ctx;
 static _Atomic(sx_loop *) registry[SX_LOOP_MAX];
 /* Held by sx_loop_post_at() while it posts and by a stop while it takes
  * its loop out of the registry: a loop found there is not freed yet. */
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void sx_loop_set_idle_work(bool (*fn)(void *ctx), void *ctx)
+{
+    idle_work = fn;
+    idle_ctx = ctx;
+}
 
 sx_loop *sx_loop_current(void)
 {
@@ -283,12 +291,13 @@ static void *loop_main(void *arg)
             if (!atomic_exchange(&spinner, true)) {
                 int64_t now;
 
-                /* Past the short spin, each poll first yields the CPU, so
-                 * that a busy machine's other threads lose nothing to
-                 * the wait (an idle one returns at once). */
+                /* Between polls, the idle work. Past the short spin, each
+                 * poll first yields the CPU, so that a busy machine's
+                 * other threads lose nothing to the wait (an idle one
+                 * returns at once). */
                 while ((n = epoll_wait(l->epfd, ev, EVENTS_MAX, 0)) == 0 &&
                        (now = sx_time_mono_ns()) < spin_until)
-                    if (now > busy_at + LOOP_SPIN_NS)
+                    if (!(idle_work && idle_work(idle_ctx)) && now > busy_at + LOOP_SPIN_NS)
                         sched_yield();
                 atomic_store(&spinner, false);
             }

@@ -79,6 +79,14 @@ void sx_loop_expect(sx_loop *l, int delta);
  * again) even if nothing it watches is ready. */
 void sx_loop_wake(sx_loop *l);
 
+/* Background work that a loop does while it polls before sleeping, in the
+ * time it would otherwise spin away (the usage ledger's writes: on a small
+ * machine, a thread of its own would take a CPU from the client or the
+ * upstream instead). fn does a few microseconds of it and returns true
+ * while there is more; it must never block. One for the process, set
+ * before the loops start and cleared (NULL) after they stop. */
+void sx_loop_set_idle_work(bool (*fn)(void *ctx), void *ctx);
+
 /* Per-loop state of a module: the slot for key (created empty, NULL
  * value), whose value dtor(value) gets when the loop stops, on its
  * thread. NULL when out of memory. */

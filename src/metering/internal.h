@@ -134,8 +134,14 @@ void sx_ledger_stats(struct ledger *lg, int64_t *batches, int64_t *rows);
 /* Journal mode: past this many journaled rows not yet in the store, the
  * thread that journals one commits a batch itself (ledger.c says why). */
 #define SX_LEDGER_BACKLOG_ROWS 4096
+/* Journal mode: one step of writing the journaled rows into the store, for
+ * a loop that would otherwise spin (sx_loop_set_idle_work): a row into the
+ * open transaction, or its commit. Never blocks: false at once when
+ * another thread holds the ledger or there is nothing to do. */
+bool sx_ledger_step(struct ledger *lg);
 /* Tests: while held, the ledger thread commits nothing (as when the CPUs
- * are too busy to run it); a close still drains the queue. */
+ * are too busy to run it; steps still do); a close still drains the
+ * queue. */
 void sx_ledger_hold(struct ledger *lg, bool hold);
 
 /* ---- the ledger's journal (journal.c) ------------------------------------ */

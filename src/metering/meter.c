@@ -123,6 +123,11 @@ fail:
     return NULL;
 }
 
+bool sx_meter_idle_work(void *meter)
+{
+    return sx_ledger_step(((sx_meter *)meter)->ledger);
+}
+
 void sx_meter_close(sx_meter *m)
 {
     if (!m)

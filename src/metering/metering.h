@@ -54,6 +54,11 @@ sx_meter *sx_meter_open(sx_store *store, sx_tenancy *tn, const struct sx_meter_o
 /* Stops the writer after it has written everything queued. Accepts NULL.
  * Every grant must have been settled. */
 void sx_meter_close(sx_meter *m);
+/* Idle work for the event loops (sx_loop_set_idle_work; meter is the
+ * sx_meter): with a journal, a step of writing the usage rows into the
+ * store, so that a loop with nothing to do does it rather than a thread
+ * of its own. True while more is left; never blocks. */
+bool sx_meter_idle_work(void *meter);
 
 /* ---- admission and settlement -------------------------------------------- */
 

@@ -272,6 +272,22 @@ int sx_db_begin(sx_db *db)
     return rc;
 }
 
+int sx_db_try_begin(sx_db *db)
+{
+    int rc;
+
+    if (!db->store->ops->try_begin)
+        return sx_db_begin(db);
+    if (db->in_txn) {
+        SX_ERROR("store", "nested transaction refused");
+        return SX_EINVAL;
+    }
+    rc = db->store->ops->try_begin(db->conn);
+    if (rc == 0)
+        db->in_txn = true;
+    return rc;
+}
+
 int sx_db_commit(sx_db *db)
 {
     int rc = db->store->ops->exec(db->conn, "COMMIT");

@@ -73,6 +73,10 @@ void sx_store_disconnect(sx_db *db);
  * "BEGIN IMMEDIATE") so two writers never deadlock on upgrade; commit is
  * durable when it returns (synchronous=FULL). 0 or a negative code. */
 int sx_db_begin(sx_db *db);
+/* As sx_db_begin, but SX_EBUSY at once where begin would wait for another
+ * connection's write transaction to end (for a thread that must not
+ * block, which tries again later). */
+int sx_db_try_begin(sx_db *db);
 int sx_db_commit(sx_db *db);
 int sx_db_rollback(sx_db *db); /* safe to call without a transaction */
 

@@ -10,6 +10,9 @@
 struct sx_store_ops {
     const char *name;
     const char *begin_sql; /* opens a write transaction */
+    /* Opens a write transaction without waiting for another writer:
+     * SX_EBUSY at once while one holds the lock. NULL: begin_sql. */
+    int (*try_begin)(void *conn);
     /* Opens one connection to target; NULL and a message on failure. */
     void *(*connect)(const char *target, char *err, size_t errlen);
     void (*disconnect)(void *conn);

@@ -187,6 +187,23 @@ static int sq_col_is_null(void *st, int col)
     return sqlite3_column_type(st, col) == SQLITE_NULL;
 }
 
+/* BEGIN IMMEDIATE with the busy handler off for the moment. */
+static int sq_try_begin(void *conn)
+{
+    int rc;
+
+    sqlite3_busy_timeout(conn, 0);
+    rc = sqlite3_exec(conn, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    sqlite3_busy_timeout(conn, SQLITE_BUSY_MS);
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+        return SX_EBUSY;
+    if (rc != SQLITE_OK) {
+        SX_ERROR("store", "sqlite BEGIN IMMEDIATE failed: %s", sqlite3_errmsg(conn));
+        return SX_ESTORE;
+    }
+    return 0;
+}
+
 static int64_t sq_changes(void *conn)
 {
     return sqlite3_changes64(conn);
@@ -195,6 +212,7 @@ static int64_t sq_changes(void *conn)
 const struct sx_store_ops sx_store_sqlite_ops = {
     .name = "sqlite",
     .begin_sql = "BEGIN IMMEDIATE",
+    .try_begin = sq_try_begin,
     .connect = sq_connect,
     .disconnect = sq_disconnect,
     .exec = sq_exec,

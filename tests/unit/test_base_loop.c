@@ -1,8 +1,9 @@
 /* Tests of base/loop: tasks posted from another thread run on the loop's
  * own, posting to a stopped loop is refused, timers fire in due order and a
  * disarmed one never does, a watch removed while its event waits in the
- * same batch is not called, and slot destructors run on the loop's thread
- * when it stops. */
+ * same batch is not called, slot destructors run on the loop's thread
+ * when it stops, and the idle work runs on a loop that polls after an
+ * event, while it reports more. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -219,6 +220,46 @@ static void make_slot(void *ctx)
     assert_ptr_equal(sx_loop_slot(slot_loop, &slot_key, slot_dtor), slot);
 }
 
+/* ---- idle work ---------------------------------------------------------------- */
+
+struct idle {
+    sx_loop *l;
+    atomic_int calls, off_loop, left;
+};
+
+static bool idle_step(void *ctx)
+{
+    struct idle *id = ctx;
+
+    if (sx_loop_current() != id->l)
+        atomic_fetch_add(&id->off_loop, 1);
+    atomic_fetch_add(&id->calls, 1);
+    return atomic_fetch_sub(&id->left, 1) > 1;
+}
+
+static void nothing(void *ctx)
+{
+    (void)ctx;
+}
+
+/* After an event, the loop polls a while before it sleeps, and between
+ * polls it does the idle work: called on the loop's thread, again at once
+ * while it says more is left (five steps here, after a single event). */
+static void test_idle_work_runs_while_the_loop_polls(void **state)
+{
+    struct idle id = {0};
+
+    (void)state;
+    atomic_store(&id.left, 5);
+    id.l = started();
+    sx_loop_set_idle_work(idle_step, &id);
+    assert_int_equal(sx_loop_post(id.l, nothing, NULL), 0);
+    wait_until(&id.calls, 5);
+    sx_loop_free(id.l);
+    sx_loop_set_idle_work(NULL, NULL);
+    assert_int_equal(atomic_load(&id.off_loop), 0);
+}
+
 static void test_slot_dtor_runs_on_the_loop_at_stop(void **state)
 {
     struct where w = {0};
@@ -242,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_timers_fire_in_due_order),
         cmocka_unit_test(test_watch_removed_in_the_batch_is_not_called),
         cmocka_unit_test(test_slot_dtor_runs_on_the_loop_at_stop),
+        cmocka_unit_test(test_idle_work_runs_while_the_loop_polls),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
