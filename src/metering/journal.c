@@ -1,8 +1,9 @@
 /* The ledger's journal: an append-only log of usage rows on local disk, so
  * that settling a request costs a copy into the page cache (and, with
  * ledger_sync = full, a share of one fdatasync) instead of a database
- * commit. The ledger thread copies journaled rows into the store in large
- * batches and then lets go of the segments it has copied.
+ * commit. The ledger (the loops' idle steps, or its thread) copies
+ * journaled rows into the store behind, and then lets go of the segments
+ * it has copied.
  *
  * On disk: <dir>/ledger-<seq>.journal, seq counting up from 1. A segment
  * is a sequence of records, each a 16-byte header (magic, payload length,

@@ -200,7 +200,7 @@ struct ledger {
 
     /* The transaction open on db between two of the loops' steps (journal
      * mode): its rows, written but not committed, in order. Whoever leads
-     * owns it and the rollups; open and the counts are read under lock. */
+     * owns it and the rollups; others read it under lock, with no leader. */
     bool steps; /* the loops step (journal mode, SQLite) */
     bool tx_open;
     int tx_n;
@@ -677,7 +677,8 @@ static void *ledger_main(void *arg)
                 strerror(errno));
     pthread_mutex_lock(&lg->lock);
     for (;;) {
-        bool work = (lg->head || lg->tx_open) && !lg->leading && (!lg->held || lg->stopping);
+        /* The transaction's fields are the leader's: read with no leader. */
+        bool work = !lg->leading && (lg->head || lg->tx_open) && (!lg->held || lg->stopping);
 
         if (work && !loops_stepping(lg)) {
             lead(lg, IDLE_BATCH_MAX);
@@ -687,7 +688,7 @@ static void *ledger_main(void *arg)
                 gather(lg);
             continue;
         }
-        if (lg->stopping && !lg->head && !lg->tx_open && !lg->leading)
+        if (lg->stopping && !lg->leading && !lg->head && !lg->tx_open)
             break;
         if (!work) {
             lg->idle = true;
@@ -708,6 +709,26 @@ static void step_done(struct ledger *lg)
     lg->leading = false;
     pthread_cond_broadcast(&lg->applied);
     if (lg->stopping)
+        pthread_cond_signal(&lg->queued);
+}
+
+/* Rows a step could not write (the transaction would not begin, or the
+ * store refused it): back to the head of the queue, in order, and no step
+ * for pause_ms. After a refusal that is long enough for the ledger thread
+ * to take over: its batches retry, then write row by row. Lock held. */
+static void give_back(struct ledger *lg, struct item *rows, int64_t now, int pause_ms)
+{
+    struct item *last = rows;
+
+    while (last->next)
+        last = last->next;
+    last->next = lg->head;
+    if (!lg->head)
+        lg->tail = last;
+    lg->head = rows;
+    lg->steps_paused_until = now + pause_ms * 1000000LL;
+    step_done(lg);
+    if (lg->idle)
         pthread_cond_signal(&lg->queued);
 }
 
@@ -745,38 +766,34 @@ bool sx_ledger_step(struct ledger *lg)
 
     if (it) {
         rc = tx_write(lg, it, false);
-        if (rc && !lg->tx_open) {
-            /* Not begun (another connection writes): back to the queue. */
-            pthread_mutex_lock(&lg->lock);
-            it->next = lg->head;
-            lg->head = it;
-            if (!lg->tail)
-                lg->tail = it;
-            lg->steps_paused_until = now + STEP_PAUSE_MS * 1000000LL;
-            step_done(lg);
-            pthread_mutex_unlock(&lg->lock);
-            return false;
-        }
-        *lg->tx_tail = it;
-        lg->tx_tail = &it->next;
-        lg->tx_n++;
+        pthread_mutex_lock(&lg->lock);
         if (rc == 0) {
-            pthread_mutex_lock(&lg->lock);
+            *lg->tx_tail = it;
+            lg->tx_tail = &it->next;
+            lg->tx_n++;
             step_done(lg);
-            pthread_mutex_unlock(&lg->lock);
-            return true;
+        } else if (!lg->tx_open) {
+            give_back(lg, it, now, STEP_PAUSE_MS); /* another connection writes */
+        } else {
+            tx_abort(lg);
+            *lg->tx_tail = it;
+            give_back(lg, tx_detach(lg), now, 2 * GATHER_MS);
         }
-        /* The row failed inside the transaction: the careful way, now. */
-        tx_abort(lg);
-        done = tx_detach(lg);
-        write_batch(lg, done);
-    } else {
-        done = finish(lg, NULL);
+        pthread_mutex_unlock(&lg->lock);
+        return rc == 0;
     }
+    rc = tx_commit(lg);
+    done = tx_detach(lg);
     pthread_mutex_lock(&lg->lock);
-    settle(lg, done, false);
+    if (rc) {
+        give_back(lg, done, now, 2 * GATHER_MS);
+    } else {
+        for (it = done; it; it = it->next)
+            it->rc = 0;
+        settle(lg, done, false);
+    }
     pthread_mutex_unlock(&lg->lock);
-    return true;
+    return rc == 0;
 }
 
 static void enqueue(struct ledger *lg, struct item *it)

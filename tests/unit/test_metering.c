@@ -941,6 +941,33 @@ static void test_journal_steps(void **state)
     sx_ledger_hold(f->m->ledger, false);
 }
 
+/* A row that the store refuses in a step goes back to the queue, and the
+ * steps pause; the ledger's own batch then retries it, and refused again,
+ * it stays in the journal for the next start, which commits it once. */
+static void test_journal_step_refused(void **state)
+{
+    struct fx *f = *state;
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
+    struct sx_usage_totals u;
+    char jdir[128];
+    sx_db *other;
+
+    reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
+    sx_ledger_hold(f->m->ledger, true);
+    settle_rows(f, "tenant_rf", 0, 3);
+    other = sx_store_connect(f->s);
+    assert_non_null(other);
+    assert_int_equal(sx_db_exec(other, "ALTER TABLE usage_events RENAME TO usage_away"), 0);
+    assert_false(sx_ledger_step(f->m->ledger)); /* refused */
+    assert_false(sx_ledger_step(f->m->ledger)); /* paused */
+    assert_int_equal(sx_ledger_flush(f->m->ledger), SX_ESTORE);
+    assert_int_equal(sx_db_exec(other, "ALTER TABLE usage_away RENAME TO usage_events"), 0);
+    sx_store_disconnect(other);
+    reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
+    assert_int_equal(sx_meter_usage(f->m, "tenant_rf", &span, &u), 0);
+    assert_int_equal(u.requests, 3);
+}
+
 /* The offset just past the last record of a segment file (headers of 16
  * bytes: magic, length, ...). */
 static long records_end(FILE *fp)
@@ -1235,6 +1262,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_journal_segments_go, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_backlog_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_step_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_reuses_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_past_the_mapping, setup, teardown),
         cmocka_unit_test(test_format_duration),
