@@ -690,7 +690,10 @@ static void *ledger_main(void *arg)
         }
         if (lg->stopping && !lg->leading && !lg->head && !lg->tx_open)
             break;
-        if (!work) {
+        /* Nothing to do, or (journal mode) look again in GATHER_MS: a
+         * step that leads now may leave rows to write, and nobody would
+         * wake the thread for them. */
+        if (!lg->journal || !(lg->leading || lg->head || lg->tx_open)) {
             lg->idle = true;
             pthread_cond_wait(&lg->queued, &lg->lock);
             lg->idle = false;

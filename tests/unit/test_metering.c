@@ -941,6 +941,25 @@ static void test_journal_steps(void **state)
     sx_ledger_hold(f->m->ledger, false);
 }
 
+/* Steps that stop (their loop went to sleep) leave their transaction to
+ * the ledger thread, which commits it without anyone asking. */
+static void test_journal_steps_stop(void **state)
+{
+    struct fx *f = *state;
+    int64_t batches, rows = 0;
+    char jdir[128];
+
+    reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
+    settle_rows(f, "tenant_ss", 0, 5);
+    while (sx_ledger_step(f->m->ledger))
+        ;
+    for (int i = 0; i < 500 && rows < 5; i++) {
+        usleep(10000);
+        sx_ledger_stats(f->m->ledger, &batches, &rows);
+    }
+    assert_int_equal(rows, 5);
+}
+
 /* A row that the store refuses in a step goes back to the queue, and the
  * steps pause; the ledger's own batch then retries it, and refused again,
  * it stays in the journal for the next start, which commits it once. */
@@ -1263,6 +1282,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_journal_backlog_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_step_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_steps_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_reuses_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_past_the_mapping, setup, teardown),
         cmocka_unit_test(test_format_duration),
