@@ -644,6 +644,7 @@ static void lead(struct ledger *lg, int max)
 static bool loops_stepping(const struct ledger *lg)
 {
     return lg->steps && !lg->stopping && (!lg->head || lg->head->detached) &&
+           !(lg->tx_open && sx_store_writer_waiting(lg->store)) &&
            lg->appended - lg->rows - lg->tx_n < IDLE_BATCH_MAX &&
            lg->rows_since_checkpoint < CHECKPOINT_ROWS_JOURNALED &&
            sx_time_mono_ns() - lg->stepped_ns < GATHER_MS * 1000000LL;
@@ -739,7 +740,7 @@ bool sx_ledger_step(struct ledger *lg)
 {
     struct item *it = NULL, *done;
     int64_t now;
-    bool commit;
+    bool commit, writer;
     int rc;
 
     if (!lg->steps || pthread_mutex_trylock(&lg->lock) != 0)
@@ -752,12 +753,18 @@ bool sx_ledger_step(struct ledger *lg)
     }
     /* Commit when the transaction is full, or old with nothing queued, or
      * when the rows since the last sync reach CHECKPOINT_ROWS_JOURNALED
-     * (the ledger thread's sync commit comes next; no step until then). */
+     * (the ledger thread's sync commit comes next; no step until then),
+     * or when another connection waits to write: held from step to step,
+     * the lock would otherwise be free only between two transactions,
+     * too seldom for SQLite's busy wait to find it. No new transaction
+     * while one waits. */
+    writer = sx_store_writer_waiting(lg->store);
     commit = lg->tx_open &&
-             (lg->tx_n >= STEP_TX_ROWS ||
+             (lg->tx_n >= STEP_TX_ROWS || writer ||
               lg->rows_since_checkpoint + lg->tx_n >= CHECKPOINT_ROWS_JOURNALED ||
               (!lg->head && now - lg->tx_opened_ns >= STEP_TX_MS * 1000000LL));
-    if (!commit && (!lg->head || lg->rows_since_checkpoint >= CHECKPOINT_ROWS_JOURNALED)) {
+    if (!commit && (!lg->head || writer ||
+                    lg->rows_since_checkpoint >= CHECKPOINT_ROWS_JOURNALED)) {
         pthread_mutex_unlock(&lg->lock);
         return false;
     }

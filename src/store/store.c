@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ struct sx_store {
     int pool_size;
     pthread_mutex_t lock;
     pthread_cond_t freed;
+    atomic_int writers_waiting; /* in sx_db_begin(), for the write lock */
     sx_db pool[POOL_MAX];
 };
 
@@ -258,34 +260,42 @@ int sx_store_ping(sx_store *s)
 
 /* ---- transactions and statements --------------------------------------- */
 
-int sx_db_begin(sx_db *db)
+/* Opens a write transaction: waiting for another connection's to end
+ * (counted in writers_waiting meanwhile), or not (SX_EBUSY at once). */
+static int begin(sx_db *db, bool wait)
 {
+    sx_store *s = db->store;
     int rc;
 
     if (db->in_txn) {
         SX_ERROR("store", "nested transaction refused");
         return SX_EINVAL;
     }
-    rc = db->store->ops->exec(db->conn, db->store->ops->begin_sql);
+    if (!wait && s->ops->try_begin) {
+        rc = s->ops->try_begin(db->conn);
+    } else {
+        atomic_fetch_add(&s->writers_waiting, 1);
+        rc = s->ops->exec(db->conn, s->ops->begin_sql);
+        atomic_fetch_sub(&s->writers_waiting, 1);
+    }
     if (rc == 0)
         db->in_txn = true;
     return rc;
 }
 
+int sx_db_begin(sx_db *db)
+{
+    return begin(db, true);
+}
+
 int sx_db_try_begin(sx_db *db)
 {
-    int rc;
+    return begin(db, false);
+}
 
-    if (!db->store->ops->try_begin)
-        return sx_db_begin(db);
-    if (db->in_txn) {
-        SX_ERROR("store", "nested transaction refused");
-        return SX_EINVAL;
-    }
-    rc = db->store->ops->try_begin(db->conn);
-    if (rc == 0)
-        db->in_txn = true;
-    return rc;
+bool sx_store_writer_waiting(const sx_store *s)
+{
+    return atomic_load(&s->writers_waiting) > 0;
 }
 
 int sx_db_commit(sx_db *db)

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -891,6 +892,18 @@ static void settle_rows(struct fx *f, const char *tenant, int first, int n)
     }
 }
 
+/* Takes n steps that do something (a step that finds the ledger's lock
+ * taken does nothing); returns how many it took, n unless there was
+ * nothing left to do. */
+static int steps(struct ledger *lg, int n)
+{
+    int done = 0;
+
+    for (int tries = 0; done < n && tries < 100000; tries++)
+        done += sx_ledger_step(lg);
+    return done;
+}
+
 /* The loops' idle steps, the ledger thread held: a row into the open
  * transaction per step, which a step commits once it is old and nothing
  * is queued; a step never waits for another connection's write lock (it
@@ -904,17 +917,15 @@ static void test_journal_steps(void **state)
     int64_t batches, rows, t0;
     char jdir[128];
     sx_db *other;
-    int n = 0;
 
     reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
     sx_ledger_hold(f->m->ledger, true);
     settle_rows(f, "tenant_st", 0, 20);
-    while (sx_ledger_step(f->m->ledger))
-        n++;
-    assert_true(n == 20 || n == 21); /* 21: it was old enough to commit */
+    assert_int_equal(steps(f->m->ledger, 20), 20);
+    sx_ledger_stats(f->m->ledger, &batches, &rows);
+    assert_int_equal(rows, 0);
     usleep(20000);
-    while (sx_ledger_step(f->m->ledger))
-        ;
+    assert_int_equal(steps(f->m->ledger, 1), 1); /* the commit */
     sx_ledger_stats(f->m->ledger, &batches, &rows);
     assert_int_equal(rows, 20);
 
@@ -930,14 +941,58 @@ static void test_journal_steps(void **state)
     assert_int_equal(sx_db_rollback(other), 0);
     sx_store_disconnect(other);
     usleep(5000);
-    n = 0;
-    while (sx_ledger_step(f->m->ledger))
-        n++;
-    assert_int_equal(n, 10);
+    assert_int_equal(steps(f->m->ledger, 10), 10);
     assert_int_equal(sx_meter_usage(f->m, "tenant_st", &span, &u), 0);
     assert_int_equal(u.requests, 30);
     sx_ledger_stats(f->m->ledger, &batches, &rows);
     assert_int_equal(rows, 30);
+    sx_ledger_hold(f->m->ledger, false);
+}
+
+struct writer {
+    sx_store *s;
+    atomic_int done;
+    int rc;
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    sx_db *db = sx_store_connect(w->s);
+
+    w->rc = db ? sx_db_begin(db) : SX_ESTORE;
+    if (w->rc == 0)
+        sx_db_rollback(db);
+    sx_store_disconnect(db);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* Steps hold the write lock from step to step; when another connection
+ * waits to write, the next step commits (instead of adding a row to a
+ * young transaction) and lets it in. */
+static void test_journal_steps_let_writers_in(void **state)
+{
+    struct fx *f = *state;
+    struct writer w = {.s = f->s};
+    int64_t batches, rows, t0;
+    char jdir[128];
+    pthread_t t;
+
+    reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
+    sx_ledger_hold(f->m->ledger, true);
+    settle_rows(f, "tenant_wr", 0, 2);
+    assert_int_equal(steps(f->m->ledger, 1), 1); /* the transaction is open */
+    assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
+    t0 = sx_time_mono_ns();
+    while (!sx_store_writer_waiting(f->s) && sx_time_mono_ns() - t0 < 5 * SEC)
+        usleep(100);
+    assert_true(sx_store_writer_waiting(f->s));
+    assert_int_equal(steps(f->m->ledger, 1), 1); /* commits its one row */
+    sx_ledger_stats(f->m->ledger, &batches, &rows);
+    assert_int_equal(rows, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
     sx_ledger_hold(f->m->ledger, false);
 }
 
@@ -951,8 +1006,7 @@ static void test_journal_steps_stop(void **state)
 
     reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
     settle_rows(f, "tenant_ss", 0, 5);
-    while (sx_ledger_step(f->m->ledger))
-        ;
+    steps(f->m->ledger, 5); /* all five, unless the ledger thread was quicker */
     for (int i = 0; i < 500 && rows < 5; i++) {
         usleep(10000);
         sx_ledger_stats(f->m->ledger, &batches, &rows);
@@ -1283,6 +1337,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_journal_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_step_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_steps_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_steps_let_writers_in, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_reuses_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_past_the_mapping, setup, teardown),
         cmocka_unit_test(test_format_duration),
