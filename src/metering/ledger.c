@@ -35,7 +35,10 @@
  * a flush, a settler past the backlog) finishes that transaction with its
  * own batch. The ledger thread leads when no loop has stepped for
  * GATHER_MS (the loops are busy, or asleep), the steps fall a batch
- * behind, or a sync commit is due (below). */
+ * behind, or a sync commit is due (below). A transaction open from step to
+ * step would keep the database's other writers (tenants, keys) out, as
+ * SQLite's busy wait seldom finds the lock free between two: while one
+ * waits (sx_store_writer_waiting), the steps commit and begin nothing. */
 #include "metering/internal.h"
 
 #include "base/config.h"
