@@ -3,7 +3,9 @@
  * rollover, trial limits, limit events, the ledger (group commit, no
  * duplicates, leader/follower, both ledger_sync modes, reload after a
  * restart, purge), its journal (write-behind, replay after a crash, a torn
- * last record) and usage periods. The core is driven with explicit
+ * last record), the loops' steps that write it into the store (a lock
+ * found taken, a refused row, a waiting writer, a takeover by the ledger
+ * thread) and usage periods. The core is driven with explicit
  * clocks, and once with the real ones; the store is a real SQLite file. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +14,6 @@
 #include <cmocka.h>
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -949,9 +950,10 @@ static void test_journal_steps(void **state)
     sx_ledger_hold(f->m->ledger, false);
 }
 
+/* Another connection that opens a write transaction (waiting for the
+ * lock) and rolls it back. */
 struct writer {
     sx_store *s;
-    atomic_int done;
     int rc;
 };
 
@@ -964,7 +966,6 @@ static void *writer_main(void *arg)
     if (w->rc == 0)
         sx_db_rollback(db);
     sx_store_disconnect(db);
-    atomic_store(&w->done, 1);
     return NULL;
 }
 
