@@ -7,10 +7,10 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "base/time.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +21,9 @@
 
 #define STMT_CACHE 48 /* cached statements per connection */
 #define POOL_MAX 64
+/* A connection that found a lock taken this recently still waits: the
+ * busy handler tries again every millisecond (store_sqlite.c). */
+#define WAITING_NS 3000000LL
 
 struct sx_stmt {
     sx_db *db;
@@ -45,7 +48,6 @@ struct sx_store {
     int pool_size;
     pthread_mutex_t lock;
     pthread_cond_t freed;
-    atomic_int writers_waiting; /* in sx_db_begin(), for the write lock */
     sx_db pool[POOL_MAX];
 };
 
@@ -260,24 +262,19 @@ int sx_store_ping(sx_store *s)
 
 /* ---- transactions and statements --------------------------------------- */
 
-/* Opens a write transaction: waiting for another connection's to end
- * (counted in writers_waiting meanwhile), or not (SX_EBUSY at once). */
+/* Opens a write transaction: waiting for another connection's to end, or
+ * not (SX_EBUSY at once). */
 static int begin(sx_db *db, bool wait)
 {
-    sx_store *s = db->store;
+    const struct sx_store_ops *ops = db->store->ops;
     int rc;
 
     if (db->in_txn) {
         SX_ERROR("store", "nested transaction refused");
         return SX_EINVAL;
     }
-    if (!wait && s->ops->try_begin) {
-        rc = s->ops->try_begin(db->conn);
-    } else {
-        atomic_fetch_add(&s->writers_waiting, 1);
-        rc = s->ops->exec(db->conn, s->ops->begin_sql);
-        atomic_fetch_sub(&s->writers_waiting, 1);
-    }
+    rc = !wait && ops->try_begin ? ops->try_begin(db->conn)
+                                 : ops->exec(db->conn, ops->begin_sql);
     if (rc == 0)
         db->in_txn = true;
     return rc;
@@ -295,7 +292,9 @@ int sx_db_try_begin(sx_db *db)
 
 bool sx_store_writer_waiting(const sx_store *s)
 {
-    return atomic_load(&s->writers_waiting) > 0;
+    int64_t at = s->ops->lock_waited_ns ? s->ops->lock_waited_ns() : 0;
+
+    return at && sx_time_mono_ns() - at < WAITING_NS;
 }
 
 int sx_db_commit(sx_db *db)

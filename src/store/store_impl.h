@@ -13,6 +13,9 @@ struct sx_store_ops {
     /* Opens a write transaction without waiting for another writer:
      * SX_EBUSY at once while one holds the lock. NULL: begin_sql. */
     int (*try_begin)(void *conn);
+    /* When a connection last waited for a lock another held (CLOCK_MONOTONIC
+     * ns, 0 never). NULL: not known. */
+    int64_t (*lock_waited_ns)(void);
     /* Opens one connection to target; NULL and a message on failure. */
     void *(*connect)(const char *target, char *err, size_t errlen);
     void (*disconnect)(void *conn);

@@ -11,20 +11,45 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "base/time.h"
 
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* How long a connection waits for another writer before SQLITE_BUSY. */
+/* How long a connection waits for another writer before SQLITE_BUSY, and
+ * how long it sleeps between two tries. */
 #define SQLITE_BUSY_MS 10000
+#define BUSY_POLL_MS 1
+
+/* When a connection of this process last found a lock taken (CLOCK_MONOTONIC
+ * ns, 0 never): sx_store_writer_waiting() reads it. */
+static _Atomic int64_t waited_ns;
 
 static const char *const pragmas =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=FULL;"
     "PRAGMA foreign_keys=ON;"
     "PRAGMA temp_store=MEMORY;";
+
+/* The busy handler: another connection holds the lock; note it and try
+ * again in BUSY_POLL_MS, SQLITE_BUSY_MS in all. */
+static int sq_busy(void *arg, int tries)
+{
+    (void)arg;
+    atomic_store(&waited_ns, sx_time_mono_ns());
+    if ((int64_t)tries * BUSY_POLL_MS >= SQLITE_BUSY_MS)
+        return 0;
+    sqlite3_sleep(BUSY_POLL_MS);
+    return 1;
+}
+
+static int64_t sq_lock_waited_ns(void)
+{
+    return atomic_load(&waited_ns);
+}
 
 static void *sq_connect(const char *path, char *err, size_t errlen)
 {
@@ -40,7 +65,7 @@ static void *sq_connect(const char *path, char *err, size_t errlen)
         sqlite3_close(db);
         return NULL;
     }
-    sqlite3_busy_timeout(db, SQLITE_BUSY_MS);
+    sqlite3_busy_handler(db, sq_busy, NULL);
     sqlite3_extended_result_codes(db, 1);
     if (sqlite3_exec(db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "configuring \"%s\" failed: %s", path, msg ? msg : "?");
@@ -192,9 +217,9 @@ static int sq_try_begin(void *conn)
 {
     int rc;
 
-    sqlite3_busy_timeout(conn, 0);
+    sqlite3_busy_handler(conn, NULL, NULL);
     rc = sqlite3_exec(conn, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    sqlite3_busy_timeout(conn, SQLITE_BUSY_MS);
+    sqlite3_busy_handler(conn, sq_busy, NULL);
     if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
         return SX_EBUSY;
     if (rc != SQLITE_OK) {
@@ -213,6 +238,7 @@ const struct sx_store_ops sx_store_sqlite_ops = {
     .name = "sqlite",
     .begin_sql = "BEGIN IMMEDIATE",
     .try_begin = sq_try_begin,
+    .lock_waited_ns = sq_lock_waited_ns,
     .connect = sq_connect,
     .disconnect = sq_disconnect,
     .exec = sq_exec,

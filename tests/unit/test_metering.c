@@ -950,8 +950,8 @@ static void test_journal_steps(void **state)
     sx_ledger_hold(f->m->ledger, false);
 }
 
-/* Another connection that opens a write transaction (waiting for the
- * lock) and rolls it back. */
+/* Another connection that writes, outside a transaction of its own (the
+ * store's other modules mostly do). */
 struct writer {
     sx_store *s;
     int rc;
@@ -962,9 +962,7 @@ static void *writer_main(void *arg)
     struct writer *w = arg;
     sx_db *db = sx_store_connect(w->s);
 
-    w->rc = db ? sx_db_begin(db) : SX_ESTORE;
-    if (w->rc == 0)
-        sx_db_rollback(db);
+    w->rc = db ? sx_db_exec(db, "CREATE TABLE writer_was_here (x INTEGER)") : SX_ESTORE;
     sx_store_disconnect(db);
     return NULL;
 }
