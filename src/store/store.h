@@ -78,9 +78,10 @@ int sx_db_begin(sx_db *db);
  * connection's write transaction to end (for a thread that must not
  * block, which tries again later). */
 int sx_db_try_begin(sx_db *db);
-/* Whether a connection of s waits for a lock another holds (found it taken
- * within the last few milliseconds): whoever holds transactions open for
- * long (the usage ledger's steps) commits and lets it in. */
+/* Whether a connection waits for a lock another holds (found it taken
+ * within the last few milliseconds; with SQLite, any connection of the
+ * process): whoever holds transactions open for long (the usage ledger's
+ * steps) commits and lets it in. */
 bool sx_store_writer_waiting(const sx_store *s);
 int sx_db_commit(sx_db *db);
 int sx_db_rollback(sx_db *db); /* safe to call without a transaction */
