@@ -517,6 +517,18 @@ static struct item *tx_detach(struct ledger *lg)
     return rows;
 }
 
+/* Commits the open transaction and hands its rows to the caller (*rows),
+ * each with rc 0 when the commit went through. */
+static int tx_commit_rows(struct ledger *lg, struct item **rows)
+{
+    int rc = tx_commit(lg);
+
+    *rows = tx_detach(lg);
+    for (struct item *it = *rows; rc == 0 && it; it = it->next)
+        it->rc = 0;
+    return rc;
+}
+
 /* Writes batch (may be NULL) after the rows that the loops' steps left in
  * the open transaction and commits them all; when that fails, they go
  * through write_batch() (retries, then one by one). Returns them all, in
@@ -533,16 +545,14 @@ static struct item *finish(struct ledger *lg, struct item *batch)
     for (struct item *it = batch; rc == 0 && it; it = it->next)
         rc = tx_write(lg, it, true);
     *lg->tx_tail = batch;
-    all = tx_detach(lg);
-    if (rc == 0)
-        rc = tx_commit(lg);
-    else
+    if (rc == 0) {
+        rc = tx_commit_rows(lg, &all);
+    } else {
         tx_abort(lg);
+        all = tx_detach(lg);
+    }
     if (rc)
         write_batch(lg, all);
-    else
-        for (struct item *it = all; it; it = it->next)
-            it->rc = 0;
     return all;
 }
 
@@ -795,16 +805,12 @@ bool sx_ledger_step(struct ledger *lg)
         pthread_mutex_unlock(&lg->lock);
         return rc == 0;
     }
-    rc = tx_commit(lg);
-    done = tx_detach(lg);
+    rc = tx_commit_rows(lg, &done);
     pthread_mutex_lock(&lg->lock);
-    if (rc) {
+    if (rc)
         give_back(lg, done, now, 2 * GATHER_MS);
-    } else {
-        for (it = done; it; it = it->next)
-            it->rc = 0;
+    else
         settle(lg, done, false);
-    }
     pthread_mutex_unlock(&lg->lock);
     return rc == 0;
 }

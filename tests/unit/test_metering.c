@@ -841,40 +841,6 @@ static void test_journal_segments_go(void **state)
     assert_int_equal(count_segments(jdir), 1); /* the one being written */
 }
 
-/* The ledger thread runs at the lowest priority and may get no CPU for a
- * while: past SX_LEDGER_BACKLOG_ROWS rows waiting, a settling thread
- * commits a batch itself, and a report commits what it must see. */
-static void test_journal_backlog_bounded(void **state)
-{
-    struct fx *f = *state;
-    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
-    struct meter_limits l = {1000000000, -1, -1, false};
-    const int n = SX_LEDGER_BACKLOG_ROWS + 1500;
-    struct sx_usage_totals u;
-    int64_t batches, rows;
-    char jdir[128];
-
-    reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
-    sx_ledger_hold(f->m->ledger, true);
-    for (int i = 0; i < n; i++) {
-        struct sx_usage_event ev = {"m", 1, 1, 0, 0, "ok", "embeddings"};
-        struct admit_result res;
-        struct sx_meter_grant *g;
-        char rid[48];
-
-        snprintf(rid, sizeof(rid), "req_backlog_%d", i);
-        assert_int_equal(sx_meter_admit_core(f->m, "tenant_bl", &l, rid, 1, 1, 0, DAY0, &res,
-                                             &g), 0);
-        assert_int_equal(sx_meter_settle_at(f->m, g, &ev, DAY0), 0);
-    }
-    sx_ledger_stats(f->m->ledger, &batches, &rows);
-    assert_true(rows >= n - SX_LEDGER_BACKLOG_ROWS);
-    assert_true(rows < n);
-    assert_int_equal(sx_meter_usage(f->m, "tenant_bl", &span, &u), 0);
-    assert_int_equal(u.requests, n);
-    sx_ledger_hold(f->m->ledger, false);
-}
-
 /* Journals n rows of tenant (ids from first on), each settled. */
 static void settle_rows(struct fx *f, const char *tenant, int first, int n)
 {
@@ -891,6 +857,29 @@ static void settle_rows(struct fx *f, const char *tenant, int first, int n)
                          0);
         assert_int_equal(sx_meter_settle_at(f->m, g, &ev, DAY0), 0);
     }
+}
+
+/* The ledger thread runs at the lowest priority and may get no CPU for a
+ * while: past SX_LEDGER_BACKLOG_ROWS rows waiting, a settling thread
+ * commits a batch itself, and a report commits what it must see. */
+static void test_journal_backlog_bounded(void **state)
+{
+    struct fx *f = *state;
+    struct sx_usage_span span = {DAY0 / MS_PER_DAY, DAY0 / MS_PER_DAY};
+    const int n = SX_LEDGER_BACKLOG_ROWS + 1500;
+    struct sx_usage_totals u;
+    int64_t batches, rows;
+    char jdir[128];
+
+    reopen_journaled(f, SX_LEDGER_SYNC_NORMAL, jdir, sizeof(jdir));
+    sx_ledger_hold(f->m->ledger, true);
+    settle_rows(f, "tenant_bl", 0, n);
+    sx_ledger_stats(f->m->ledger, &batches, &rows);
+    assert_true(rows >= n - SX_LEDGER_BACKLOG_ROWS);
+    assert_true(rows < n);
+    assert_int_equal(sx_meter_usage(f->m, "tenant_bl", &span, &u), 0);
+    assert_int_equal(u.requests, n);
+    sx_ledger_hold(f->m->ledger, false);
 }
 
 /* Takes n steps that do something (a step that finds the ledger's lock
